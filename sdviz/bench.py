@@ -1,0 +1,135 @@
+"""Benchmarks, measured side by side in one process and printed as ratios (never run as tests).
+
+    python -m sdviz.bench capture [--model tiny] [--steps 20] [--batch 4] [--repeats 15]
+    python -m sdviz.bench probes  [--words 434] [--dim 1280] [--steps 10]
+    python -m sdviz.bench app     [--model tiny]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+
+def _summary(values: list[float]) -> str:
+    values = sorted(values)
+    q1, q3 = values[len(values) // 4], values[(3 * len(values)) // 4]
+    return f"median {statistics.median(values):.3f} (IQR {q1:.3f}-{q3:.3f}, n={len(values)})"
+
+
+@contextmanager
+def _peak_memory(device: str):
+    """Yield a dict whose 'peak' becomes the run's peak memory in bytes above its start.
+
+    CUDA: torch's allocator peak. CPU: the process RSS sampled every millisecond.
+    """
+    import torch
+
+    result = {"peak": 0}
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        yield result
+        torch.cuda.synchronize()
+        result["peak"] = torch.cuda.max_memory_allocated() - base
+        return
+    import psutil
+
+    proc, stop = psutil.Process(), threading.Event()
+    base = proc.memory_info().rss
+    peak = [base]
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        sampler.join()
+        result["peak"] = max(peak[0] - base, 1)
+
+
+def bench_capture(args) -> None:
+    import torch
+
+    from .capture import trace
+    from .models import load_pipeline
+
+    pipe = load_pipeline(args.model, device=args.device)
+    device = pipe.sdviz.device
+    prompts = [f"a photo of a {w}" for w in ("hammer", "dog", "violin", "tree", "car", "cup", "bird", "house")][: args.batch]
+    seeds = list(range(len(prompts)))
+    kwargs = dict(num_inference_steps=args.steps, guidance_scale=args.guidance)
+
+    def plain():
+        return pipe(prompts, generator=[torch.Generator("cpu").manual_seed(s) for s in seeds], **kwargs).images
+
+    def captured():
+        return trace(pipe, prompts, seeds=seeds, steps=args.steps, guidance=args.guidance).images
+
+    def timed(fn):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        with _peak_memory(device) as mem:
+            start = time.perf_counter()
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+        return elapsed, mem["peak"]
+
+    print(f"model={pipe.sdviz.model_id} device={device} dtype={pipe.sdviz.dtype} batch={len(prompts)} "
+          f"steps={args.steps} guidance={args.guidance} repeats={args.repeats} torch threads={torch.get_num_threads()}")
+    with torch.inference_mode():
+        for _ in range(args.warmup):
+            plain(), captured()
+        times, mems = {"plain": [], "capture": []}, {"plain": [], "capture": []}
+        for i in range(args.repeats):  # interleaved, alternating which goes first
+            order = [("plain", plain), ("capture", captured)]
+            for name, fn in order if i % 2 == 0 else order[::-1]:
+                t, m = timed(fn)
+                times[name].append(t)
+                mems[name].append(m)
+    ratios = [c / p for c, p in zip(times["capture"], times["plain"])]
+    print(f"plain diffusers  time/s: {_summary(times['plain'])}")
+    print(f"sdviz trace()    time/s: {_summary(times['capture'])}")
+    print(f"time ratio capture/plain (paired): {_summary(ratios)}")
+    print(f"time ratio of medians: {statistics.median(times['capture']) / statistics.median(times['plain']):.3f}")
+    mem_ratio = statistics.median(mems["capture"]) / statistics.median(mems["plain"])
+    print(f"peak memory ratio capture/plain: {mem_ratio:.3f} "
+          f"(plain {statistics.median(mems['plain']) / 2**20:.1f} MiB, capture {statistics.median(mems['capture']) / 2**20:.1f} MiB)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sdviz.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    cap = sub.add_parser("capture", help="trace() vs the plain diffusers pipeline")
+    cap.add_argument("--model", default=os.environ.get("SDVIZ_MODEL", "tiny"))
+    cap.add_argument("--device", default=None)
+    cap.add_argument("--steps", type=int, default=20)
+    cap.add_argument("--guidance", type=float, default=7.5)
+    cap.add_argument("--batch", type=int, default=4)
+    cap.add_argument("--repeats", type=int, default=15)
+    cap.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args(argv)
+    from .errors import SdvizError
+
+    try:
+        {"capture": bench_capture}[args.what](args)
+    except SdvizError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
