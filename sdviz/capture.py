@@ -75,6 +75,16 @@ def representation_names(pipe) -> list[str]:
     return clip + unet + ["latents"]
 
 
+def representation_dims(pipe) -> dict[str, int]:
+    """Feature size of every name at the model's default resolution, read from the configs."""
+    channels = list(pipe.unet.config.block_out_channels)
+    latent = pipe.unet.config.in_channels * pipe.unet.config.sample_size**2
+    dims = dict.fromkeys([n for n in representation_names(pipe) if n.startswith("clip.")], pipe.text_encoder.config.hidden_size)
+    dims |= {f"unet.down{i}": c for i, c in enumerate(channels)} | {"unet.mid": channels[-1]}
+    dims |= {f"unet.up{i}": c for i, c in enumerate(reversed(channels))}
+    return dims | {"latents": latent if latent <= LATENT_MAX_DIM else LATENT_PROJECTED_DIM}
+
+
 def is_per_step(name: str) -> bool:
     return not name.startswith("clip.")
 

@@ -1,0 +1,66 @@
+"""2-D maps of all dataset words per representation x step: z-score -> PCA -> UMAP.
+
+Each step's UMAP starts from the previous step's layout, so consecutive maps are comparable.
+A new prompt is placed without refitting (UMAP models cannot be stored without pickle): at the
+inverse-distance-weighted mean position of its 5 nearest words in PCA space, which is also how
+UMAP's own `transform` initialises new points.
+"""
+
+import numpy as np
+import torch
+
+PCA_DIMS = 50
+NEIGHBOURS = 15
+PLACE_K = 5
+
+
+def _pca(Z: np.ndarray, dims: int) -> np.ndarray:
+    """[d, m] principal axes of z-scored rows (deterministic sign)."""
+    _, _, Vt = np.linalg.svd(Z, full_matrices=False)
+    axes = Vt[: min(dims, Vt.shape[0])].T
+    return axes * np.sign(axes[np.abs(axes).argmax(0), range(axes.shape[1])])
+
+
+def build_maps(features: dict[str, torch.Tensor], names: list[str], *, seed: int = 0, progress: bool = True) -> dict:
+    """{f"{name}.coords": [S, n, 2], .mean/.std: [S, d], .axes: [S, d, m], .points: [S, n, m]} as float32 tensors."""
+    import warnings
+
+    import umap  # heavy (numba): imported only when maps are built
+    from tqdm.auto import tqdm
+
+    warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)  # seeded UMAP is single-threaded by design
+
+    jobs = [(n, s) for n in names for s in range(features[n].shape[1] if features[n].dim() == 3 else 1)]
+    out: dict[str, list] = {}
+    previous = {}
+    for name, step in tqdm(jobs, desc="maps", unit="map", disable=not progress):
+        X = features[name][:, step] if features[name].dim() == 3 else features[name]
+        X = X.double().numpy()
+        mean, std = X.mean(0), X.std(0)
+        std = np.where(std > 1e-8, std, 1.0)
+        Z = (X - mean) / std
+        axes = _pca(Z, PCA_DIMS)
+        points = Z @ axes
+        init = previous.get(name, "spectral")
+        reducer = umap.UMAP(n_neighbors=NEIGHBOURS, min_dist=0.1, random_state=seed, init=init, n_epochs=200)
+        coords = reducer.fit_transform(points)
+        coords = (coords - coords.mean(0)) / (coords.std() + 1e-12)  # comparable scale across steps
+        previous[name] = coords
+        for key, value in (("coords", coords), ("mean", mean), ("std", std), ("axes", axes), ("points", points)):
+            out.setdefault(f"{name}.{key}", []).append(torch.tensor(value, dtype=torch.float32))
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def place(maps: dict[str, torch.Tensor], name: str, step: int, x: torch.Tensor) -> tuple[float, float]:
+    """Where a new feature vector lands on map (name, step)."""
+    mean, std = maps[f"{name}.mean"][step].double(), maps[f"{name}.std"][step].double()
+    point = ((x.double() - mean) / std) @ maps[f"{name}.axes"][step].double()
+    dist = torch.linalg.norm(maps[f"{name}.points"][step].double() - point, dim=1)
+    nearest = torch.argsort(dist)[:PLACE_K]
+    weights = 1.0 / (dist[nearest] + 1e-9)
+    xy = (maps[f"{name}.coords"][step].double()[nearest] * weights[:, None]).sum(0) / weights.sum()
+    return float(xy[0]), float(xy[1])
+
+
+def map_steps(maps: dict, name: str) -> int:
+    return maps[f"{name}.coords"].shape[0] if f"{name}.coords" in maps else 0

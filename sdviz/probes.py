@@ -1,0 +1,267 @@
+"""Ridge probes from standardised features to all attributes: fit, cross-validate, predict, save, load.
+
+One SVD per feature matrix serves every attribute and every alpha. The penalty is chosen per
+attribute by generalised cross-validation (GCV) on the training words only, and the
+standardisation is fitted on the training words only. Features may carry leading batch dims
+(e.g. [steps, words, dim]): all steps of a representation are solved in one batched SVD.
+
+Permutation nulls ride along as extra target columns (the ratings with their rows shuffled):
+each gets its own alpha and its own fit, exactly like the real ratings, at the cost of one
+matrix product.
+"""
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import SdvizError
+
+ALPHAS = torch.logspace(-2, 7, 19, dtype=torch.float64)  # standardised features: the scale is ~words x dims
+
+
+def standardise_stats(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = X.mean(-2, keepdim=True)
+    std = X.std(-2, keepdim=True, correction=0)
+    return mean, torch.where(std > 1e-8 * (1 + mean.abs()), std, torch.ones_like(std))
+
+
+@dataclass
+class Ridge:
+    """A fitted probe: predict with ((x - mean) / std) @ weight + bias."""
+
+    weight: torch.Tensor  # [..., dim, targets]
+    bias: torch.Tensor  # [..., targets]
+    mean: torch.Tensor  # [..., dim]
+    std: torch.Tensor  # [..., dim]
+    alpha: torch.Tensor  # [..., targets]
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        Z = (X.to(self.weight) - self.mean[..., None, :]) / self.std[..., None, :]
+        return Z @ self.weight + self.bias[..., None, :]
+
+
+def _decompose(X: torch.Tensor):
+    mean, std = standardise_stats(X)
+    Z = (X - mean) / std
+    U, s, Vh = torch.linalg.svd(Z, full_matrices=False)
+    return mean, std, U, s, Vh
+
+
+def _gcv_alphas(U, s, Yc, alphas) -> torch.Tensor:
+    """Per-target alpha minimising GCV = RSS / (1 - df/n)^2, from the SVD alone."""
+    n = Yc.shape[-2]
+    C2 = (U.transpose(-1, -2) @ Yc) ** 2  # [..., k, T]
+    s2 = s[..., None, :] ** 2  # [..., 1, k]
+    f = s2 / (s2 + alphas[:, None])  # [..., A, k] shrinkage factors
+    rss = (Yc**2).sum(-2, keepdim=True) - (2 * f - f**2) @ C2  # [..., A, T]
+    df = f.sum(-1, keepdim=True)  # [..., A, 1]
+    gcv = rss.clamp_min(0) / (1 - df / n).clamp_min(1e-6) ** 2
+    return alphas[gcv.argmin(-2)]  # [..., T]
+
+
+def fit_ridge(X: torch.Tensor, Y: torch.Tensor, alphas: torch.Tensor = ALPHAS, alpha=None) -> Ridge:
+    """Fit ridge from X [..., n, d] to Y [n, T]; alpha per target by GCV unless `alpha` is given."""
+    X = X.to(torch.float64)
+    Y = Y.to(X)
+    mean, std, U, s, Vh = _decompose(X)
+    y_mean = Y.mean(0)
+    Yc = Y - y_mean
+    if alpha is None:
+        chosen = _gcv_alphas(U, s, Yc, alphas.to(X))
+    else:
+        chosen = torch.full((*X.shape[:-2], Y.shape[1]), float(alpha), dtype=X.dtype)
+    C = U.transpose(-1, -2) @ Yc  # [..., k, T]
+    D = s[..., :, None] / (s[..., :, None] ** 2 + chosen[..., None, :])  # [..., k, T]
+    weight = Vh.transpose(-1, -2) @ (D * C)
+    bias = y_mean.expand(*X.shape[:-2], Y.shape[1])
+    return Ridge(weight, bias.clone(), mean.squeeze(-2), std.squeeze(-2), chosen)
+
+
+def kfold(n: int, folds: int, seed: int) -> list[np.ndarray]:
+    """Test-word indices of each outer fold: a seeded shuffle cut into `folds` near-equal parts."""
+    if not 2 <= folds <= n:
+        raise SdvizError(f"Cross-validation needs 2 to {n} folds for {n} words; got {folds}.")
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(part) for part in np.array_split(order, folds)]
+
+
+def centre_within_folds(A: np.ndarray, folds: list[np.ndarray], scale: bool = False) -> np.ndarray:
+    """Per fold, subtract the held-out words' own mean per column (word axis -2); with `scale`,
+    divide by their standard deviation too."""
+    A = np.array(A, dtype=np.float64, copy=True)
+    for test in folds:
+        part = A[..., test, :] - A[..., test, :].mean(-2, keepdims=True)
+        if scale:
+            sd = part.std(-2, keepdims=True)
+            part = part / np.where(sd > 0, sd, 1)
+        A[..., test, :] = part
+    return A
+
+
+@dataclass
+class CVResult:
+    """Out-of-fold predictions of the real ratings and of P row-shuffled ratings (the null).
+
+    Scores use `centred()`: predictions standardised and ratings centred within each fold. Each
+    fold has its own intercept and penalty, fitted on its training words; pooled over folds, their
+    location and scale run against the held-out ratings (a fold whose training covariance is
+    inflated gets weaker shrinkage, and its held-out covariance runs the other way) and pull r,
+    2v2 and disambiguation below chance even for pure-noise features. Removing them per fold
+    makes r the variance-weighted mean of per-fold r. It touches no fit: the model never sees
+    held-out ratings (the leakage canary test checks both).
+    """
+
+    predictions: torch.Tensor  # [..., n, T]
+    null_predictions: torch.Tensor | None  # [..., P, n, T]
+    permutations: np.ndarray | None  # [P, n]: null p predicts Y[permutations[p]]
+    alphas: torch.Tensor  # [..., folds, T] chosen on each fold's training words
+    folds: list[np.ndarray] = field(default_factory=list)
+
+    def centred(self, Y: np.ndarray):
+        """(predictions, ratings) centred within folds, as numpy."""
+        return centre_within_folds(self.predictions.numpy(), self.folds, scale=True), centre_within_folds(Y, self.folds)
+
+    def centred_null(self, Y: np.ndarray):
+        """([P, ..., n, T] null predictions, [P, n, T] their shuffled ratings), centred within folds."""
+        P = np.moveaxis(self.null_predictions.numpy(), -3, 0)
+        return centre_within_folds(P, self.folds, scale=True), centre_within_folds(np.stack([Y[p] for p in self.permutations]), self.folds)
+
+
+def cross_validate(X: torch.Tensor, Y: np.ndarray, *, folds: int = 10, seed: int = 0, n_permutations: int = 0,
+                   alphas: torch.Tensor = ALPHAS) -> CVResult:
+    """Outer K-fold over words. Inside each fold, standardisation and alpha see training words only."""
+    X = X.to(torch.float64)
+    Yt = torch.as_tensor(Y, dtype=torch.float64)
+    n, T = Yt.shape
+    if X.shape[-2] != n:
+        raise SdvizError(f"{X.shape[-2]} feature rows but {n} rated words.")
+    perms = np.stack([np.random.default_rng([seed, 1, p]).permutation(n) for p in range(n_permutations)]) if n_permutations else None
+    targets = Yt if perms is None else torch.cat([Yt] + [Yt[p] for p in perms], dim=1)
+    out = torch.empty(*X.shape[:-2], n, targets.shape[1], dtype=torch.float64)
+    fold_alphas = []
+    parts = kfold(n, folds, seed)
+    for test in parts:
+        train = np.setdiff1d(np.arange(n), test)
+        mean, std, U, s, Vh = _decompose(X[..., train, :])
+        y_mean = targets[train].mean(0)
+        Yc = targets[train] - y_mean
+        chosen = _gcv_alphas(U, s, Yc, alphas.to(X))
+        C = U.transpose(-1, -2) @ Yc
+        D = s[..., :, None] / (s[..., :, None] ** 2 + chosen[..., None, :])
+        Zt = ((X[..., test, :] - mean) / std) @ Vh.transpose(-1, -2)  # test words in the SVD basis
+        out[..., test, :] = Zt @ (D * C) + y_mean
+        fold_alphas.append(chosen[..., :T])
+    null = None
+    if perms is not None:
+        null = out[..., T:].unflatten(-1, (n_permutations, T)).movedim(-2, -3)
+    return CVResult(out[..., :T], null, perms, torch.stack(fold_alphas, -2), parts)
+
+
+# -- live use -------------------------------------------------------------------------------
+def nearest_trained_step(live_step: int, live_steps: int, trained_steps: int) -> int:
+    """Map step k of a live S'-step run to the trained step with the nearest step fraction k/(S'-1)."""
+    if trained_steps <= 1:
+        return 0
+    fraction = live_step / (live_steps - 1) if live_steps > 1 else 0.0
+    return min(trained_steps - 1, max(0, math.floor(fraction * (trained_steps - 1) + 0.5)))
+
+
+@dataclass
+class Bundle:
+    path: Path
+    meta: dict
+    report: dict
+    probes: dict[str, Ridge]  # per-step names: [steps, ...]; clip.*: [1, ...]
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def attributes(self) -> list[str]:
+        return self.meta["dataset"]["attributes"]
+
+    def predict(self, name: str, x: torch.Tensor, live_step: int = 0, live_steps: int = 1) -> np.ndarray:
+        """Decoded attributes [T] of one feature vector (a live step is mapped by step fraction)."""
+        probe = self.probes[name]
+        j = nearest_trained_step(live_step, live_steps, probe.weight.shape[0]) if name in self.meta["per_step"] else 0
+        single = Ridge(probe.weight[j], probe.bias[j], probe.mean[j], probe.std[j], probe.alpha[j])
+        return single.predict(x.reshape(1, -1)).reshape(-1).numpy()
+
+
+PROBE_FIELDS = ("weight", "bias", "mean", "std", "alpha")
+
+
+def save_bundle(path: Path, probes: dict[str, Ridge], meta: dict, report: dict, maps: dict | None = None) -> Path:
+    """Write probes.safetensors, maps.safetensors, meta.json and report.json; each file whole or not at all."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{name}.{f}": getattr(p, f).to(torch.float32).contiguous() for name, p in probes.items() for f in PROBE_FIELDS}
+    _atomic(path / "probes.safetensors", lambda tmp: save_file(tensors, tmp))
+    if maps:
+        _atomic(path / "maps.safetensors", lambda tmp: save_file({k: v.contiguous() for k, v in maps.items()}, tmp))
+    for name, doc in (("report.json", report), ("meta.json", meta)):  # meta last: it marks the bundle complete
+        _atomic(path / name, lambda tmp, doc=doc: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False)))
+    return path
+
+
+def _atomic(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_bundle(path) -> Bundle:
+    """Load a bundle, checking that its files are whole and agree with each other."""
+    path = Path(path)
+    if not (path / "meta.json").exists():
+        raise SdvizError(f"No probe bundle at {path} (meta.json is missing). Build one with `python -m sdviz build`.")
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        report = json.loads((path / "report.json").read_text())
+    except (OSError, ValueError) as err:
+        raise SdvizError(f"The probe bundle at {path} is damaged ({err}). Rebuild it with `python -m sdviz build`.") from None
+    try:
+        raw = load_file(path / "probes.safetensors")
+        maps = load_file(path / "maps.safetensors") if (path / "maps.safetensors").exists() else {}
+    except (OSError, SafetensorError, ValueError) as err:
+        raise SdvizError(f"{path / 'probes.safetensors'} (or maps.safetensors) is damaged ({err}). "
+                         "Rebuild the bundle with `python -m sdviz build`.") from None
+    probes = {}
+    n_attr = len(meta["dataset"]["attributes"])
+    for name, dim in meta["dims"].items():
+        try:
+            probe = Ridge(*(raw[f"{name}.{f}"] for f in PROBE_FIELDS))
+        except KeyError:
+            raise SdvizError(f"{path / 'probes.safetensors'} has no probe for '{name}' listed in meta.json. Rebuild the bundle.") from None
+        steps = meta["steps"] if name in meta["per_step"] else 1
+        if tuple(probe.weight.shape) != (steps, dim, n_attr):
+            raise SdvizError(f"{path / 'probes.safetensors'}: probe '{name}' has shape {tuple(probe.weight.shape)}, "
+                             f"meta.json says ({steps}, {dim}, {n_attr}). Rebuild the bundle.")
+        probes[name] = probe
+    return Bundle(path, meta, report, probes, maps)
+
+
+def check_bundle_matches(bundle: Bundle, pipe) -> None:
+    """Raise if the bundle was built for another model, or its dims differ from the running model's."""
+    from .capture import representation_dims
+
+    info = pipe.sdviz
+    if bundle.meta.get("model") != info.model_id:
+        raise SdvizError(f"The probe bundle {bundle.path} was built for '{bundle.meta.get('model')}', but the running model is "
+                         f"'{info.model_id}'. Build one for this model with `python -m sdviz build --model {info.model_id}`.")
+    dims = representation_dims(pipe)
+    wrong = {n: (d, dims.get(n)) for n, d in bundle.meta["dims"].items() if dims.get(n) != d}
+    if wrong:
+        detail = ", ".join(f"{n}: bundle {a} vs model {b}" for n, (a, b) in wrong.items())
+        raise SdvizError(f"The probe bundle {bundle.path} does not fit the running model ({detail}). Rebuild it with `python -m sdviz build`.")
