@@ -109,6 +109,56 @@ def bench_capture(args) -> None:
           f"(plain {statistics.median(mems['plain']) / 2**20:.1f} MiB, capture {statistics.median(mems['capture']) / 2**20:.1f} MiB)")
 
 
+def bench_probes(args) -> None:
+    """Fit one representation's probes for every step: sdviz (one batched SVD, GCV per target) vs
+    scikit-learn RidgeCV (alpha_per_target, efficient LOO) vs himalaya RidgeCV, on the same data."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import StandardScaler
+
+    from .probes import ALPHAS, fit_ridge
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(args.steps, args.words, args.dim))
+    Y = X[0] @ rng.normal(size=(args.dim, args.targets)) * 0.3 + rng.normal(size=(args.words, args.targets))
+    alphas = ALPHAS.numpy()
+    torch.set_num_threads(torch.get_num_threads())
+
+    def ours():
+        fit_ridge(torch.as_tensor(X), torch.as_tensor(Y))
+
+    def sklearn():
+        for s in range(args.steps):
+            RidgeCV(alphas=alphas, alpha_per_target=True).fit(StandardScaler().fit_transform(X[s]), Y)
+
+    runners = {"sdviz": ours, "sklearn RidgeCV": sklearn}
+    try:
+        from himalaya.backend import set_backend
+        from himalaya.ridge import RidgeCV as HimalayaRidgeCV
+
+        set_backend("numpy", on_error="warn")
+
+        def himalaya():
+            for s in range(args.steps):
+                HimalayaRidgeCV(alphas=alphas, cv=5).fit(StandardScaler().fit_transform(X[s]), Y)
+
+        runners["himalaya RidgeCV (5-fold)"] = himalaya
+    except ImportError:
+        print("himalaya is not installed (pip install himalaya): skipped")
+    print(f"{args.steps} steps x {args.words} words x {args.dim} dims -> {args.targets} attributes, {len(alphas)} alphas, "
+          f"repeats={args.repeats}")
+    times = {name: [] for name in runners}
+    for _ in range(args.repeats):
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["sdviz"])
+    for name, values in times.items():
+        print(f"{name:<26} time/s: {_summary(values)}  ratio to sdviz: {statistics.median(values) / base:.1f}x")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sdviz.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -120,11 +170,17 @@ def main(argv=None) -> int:
     cap.add_argument("--batch", type=int, default=4)
     cap.add_argument("--repeats", type=int, default=15)
     cap.add_argument("--warmup", type=int, default=2)
+    pr = sub.add_parser("probes", help="the ridge solver vs scikit-learn RidgeCV and himalaya")
+    pr.add_argument("--words", type=int, default=434)
+    pr.add_argument("--dim", type=int, default=1280)
+    pr.add_argument("--targets", type=int, default=65)
+    pr.add_argument("--steps", type=int, default=10)
+    pr.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     from .errors import SdvizError
 
     try:
-        {"capture": bench_capture}[args.what](args)
+        {"capture": bench_capture, "probes": bench_probes}[args.what](args)
     except SdvizError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -48,10 +48,27 @@ class Ridge:
         return Z @ self.weight + self.bias[..., None, :]
 
 
+def _thin_svd(Z: torch.Tensor):
+    """Thin SVD via the eigendecomposition of the smaller Gram matrix (ZZ' or Z'Z): several times
+    cheaper than a full SVD for the shapes here. Null directions get s = 0 and zero vectors."""
+    n, d = Z.shape[-2:]
+    if n <= d:
+        evals, U = torch.linalg.eigh(Z @ Z.mT)
+        s = evals.clamp_min(0).sqrt()
+        inv = torch.where(s > 1e-10 * s.amax(-1, keepdim=True), 1 / s, torch.zeros_like(s))
+        Vh = (U.mT @ Z) * inv[..., :, None]
+    else:
+        evals, V = torch.linalg.eigh(Z.mT @ Z)
+        s = evals.clamp_min(0).sqrt()
+        inv = torch.where(s > 1e-10 * s.amax(-1, keepdim=True), 1 / s, torch.zeros_like(s))
+        U, Vh = (Z @ V) * inv[..., None, :], V.mT
+    return U, torch.where(inv > 0, s, torch.zeros_like(s)), Vh
+
+
 def _decompose(X: torch.Tensor):
     mean, std = standardise_stats(X)
     Z = (X - mean) / std
-    U, s, Vh = torch.linalg.svd(Z, full_matrices=False)
+    U, s, Vh = _thin_svd(Z)
     return mean, std, U, s, Vh
 
 
