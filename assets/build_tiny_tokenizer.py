@@ -11,8 +11,8 @@ marker `</w>`, one token per merge in merge order, and the two special tokens la
 import json
 import re
 from pathlib import Path
-
 from pydoc_data.topics import topics
+
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 OUT = Path(__file__).parent / "tiny-sd" / "tokenizer"

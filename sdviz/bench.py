@@ -159,6 +159,67 @@ def bench_probes(args) -> None:
         print(f"{name:<26} time/s: {_summary(values)}  ratio to sdviz: {statistics.median(values) / base:.1f}x")
 
 
+def bench_app(args) -> None:
+    """Start `python app.py` as a user would, then time: first served page, first streamed step, and the
+    per-step cost of decoding + plotting in the app over the bare library stream() on the same prompt."""
+    import socket
+    import subprocess
+    import urllib.request
+    from pathlib import Path
+
+    from gradio_client import Client
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    cmd = [sys.executable, str(root / "app.py"), "--model", args.model] + (["--bundle", args.bundle] if args.bundle else [])
+    start = time.perf_counter()
+    server = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError("the app exited during start-up") from None
+                time.sleep(0.05)
+        ready = time.perf_counter() - start
+        client = Client(url, verbose=False)
+        firsts, per_step_app = [], []
+        for i in range(args.repeats):
+            t0 = time.perf_counter()
+            job = client.submit("a photo of a dog", i, args.steps, 7.5, api_name="/generate")
+            stamps = []
+            for _ in job:
+                stamps.append(time.perf_counter())
+            firsts.append(stamps[0] - t0)
+            per_step_app.append((stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    from .capture import stream
+    from .models import load_pipeline
+
+    pipe = load_pipeline(args.model, device="cpu" if args.model == "tiny" else None)
+    per_step_lib = []
+    for i in range(args.repeats):
+        stamps = [time.perf_counter() for _ in stream(pipe, "a photo of a dog", seed=i, steps=args.steps)]
+        per_step_lib.append((stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1))
+    print(f"model={args.model} steps={args.steps} repeats={args.repeats}")
+    print(f"time to first served page: {ready:.2f} s")
+    print(f"time to first streamed step (request -> first update): {_summary(firsts)} s")
+    print(f"per step, app (decode + plots + transport): {_summary(per_step_app)} s")
+    print(f"per step, library stream() alone:           {_summary(per_step_lib)} s")
+    overhead = statistics.median(per_step_app) - statistics.median(per_step_lib)
+    print(f"per-step overhead of the app: {overhead * 1000:.0f} ms (ratio {statistics.median(per_step_app) / statistics.median(per_step_lib):.2f})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sdviz.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -176,11 +237,16 @@ def main(argv=None) -> int:
     pr.add_argument("--targets", type=int, default=65)
     pr.add_argument("--steps", type=int, default=10)
     pr.add_argument("--repeats", type=int, default=3)
+    ap = sub.add_parser("app", help="app start-up, first streamed step, per-step overhead")
+    ap.add_argument("--model", default=os.environ.get("SDVIZ_MODEL", "tiny"))
+    ap.add_argument("--bundle", default=os.environ.get("SDVIZ_BUNDLE"))
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     from .errors import SdvizError
 
     try:
-        {"capture": bench_capture, "probes": bench_probes}[args.what](args)
+        {"capture": bench_capture, "probes": bench_probes, "app": bench_app}[args.what](args)
     except SdvizError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ unet.down{i}, unet.mid, unet.up{i}, latents (per step k = 0..S-1, k = 0 is pure 
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch

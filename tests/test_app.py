@@ -1,0 +1,172 @@
+"""End-to-end tests of the Gradio app on the tiny model: gradio_client against a locally launched app,
+and a real browser (Debian's chromium driven by Playwright)."""
+
+import os
+import shutil
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import all_hooks
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_bundle, subset_csv):
+    from sdviz import ui
+
+    demo = ui.create_app("tiny", "cpu", str(tiny_bundle), str(subset_csv))
+    port = _free_port()
+    ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def _run(client, prompt, seed=0, steps=3, guidance=7.5):
+    job = client.submit(prompt, seed, steps, guidance, api_name="/generate")
+    updates = list(job)
+    return updates, job.outputs()[-1]
+
+
+def test_generate_streams_one_update_per_step_with_decoded_attributes(client):
+    updates, (image, counter, decoded, status) = _run(client, "a photo of a dog", steps=3)
+    assert len(updates) == 3
+    assert counter.startswith("**Step 3 / 3**") and image
+    assert [d["step"] for d in decoded] == [0, 1, 2]
+    last = decoded[-1]["decoded"]
+    assert {"clip.pooled", "clip.mean", "unet.mid", "unet.up2", "latents"} <= set(last)
+    assert len(last["unet.mid"]) == 65 and "Loud" in last["unet.mid"] and "Pleasant" in last["clip.pooled"]
+    # CLIP's decoding is the same at every step; the UNet's changes
+    assert decoded[0]["decoded"]["clip.pooled"] == decoded[2]["decoded"]["clip.pooled"]
+    assert decoded[0]["decoded"]["unet.mid"] != decoded[2]["decoded"]["unet.mid"]
+
+
+def test_the_app_decodes_exactly_what_the_library_decodes(client, tiny_pipe, tiny_bundle):
+    import numpy as np
+
+    from sdviz import stream
+    from sdviz.probes import load_bundle
+
+    _, (_, _, decoded, _) = _run(client, "a photo of a violin", seed=5, steps=4, guidance=3.0)
+    bundle = load_bundle(tiny_bundle)
+    records = list(stream(tiny_pipe, "a photo of a violin", seed=5, steps=4, guidance=3.0))
+    for rec, row in zip(records, decoded):
+        ours = bundle.predict("unet.up1", rec.features["unet.up1"], rec.step, 4)
+        np.testing.assert_allclose([row["decoded"]["unet.up1"][a] for a in bundle.attributes], ours, atol=1e-3)
+
+
+def test_concurrent_clients_get_exactly_what_they_get_alone(client, app_url):
+    from gradio_client import Client
+
+    requests = [("a photo of a dog", 1), ("a photo of a cabbage", 2), ("a photo of a bus", 3)]
+    alone = [_run(client, p, seed=s)[1][2] for p, s in requests]
+    clients = [Client(app_url, verbose=False) for _ in requests]
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(lambda a: _run(a[0], a[1][0], seed=a[1][1])[1][2], zip(clients, requests)))
+    assert together == alone
+    assert alone[0] != alone[1]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("   ", 0, 3, 7.5), "prompt is empty"),
+        (("a dog", 1.5, 3, 7.5), "seed must be a whole number"),
+        (("a dog", "abc", 3, 7.5), "Expected a `float"),  # rejected by Gradio before our code, naming the value
+        (("a dog", 0, 500, 7.5), "greater than maximum"),
+        (("a dog", 0, 3, -1), "less than minimum"),
+        (("x" * 2000, 0, 3, 7.5), "characters long"),
+    ],
+)
+def test_bad_inputs_get_a_clear_message_and_the_app_keeps_serving(client, args, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(*args, api_name="/generate")
+    assert _run(client, "a photo of a dog", steps=1)[1][1].startswith("**Step 1 / 1**")
+
+
+def test_long_emoji_non_latin_and_html_prompts_work_and_are_reported(client):
+    long_prompt = "a photo of a dog " + "with a very long tail " * 20
+    _, (_, _, decoded, status) = _run(client, long_prompt, steps=1)
+    assert "CLIP reads only the first 77" in status and len(decoded) == 1
+    for prompt in ("a photo of a 🐕 dog", "一只狗的照片", "<script>alert(1)</script> a dog"):
+        _, (_, counter, decoded, _) = _run(client, prompt, steps=2)
+        assert len(decoded) == 2
+
+
+def test_cancelling_a_run_leaves_no_hooks_and_the_next_run_is_correct(client, tiny_pipe):
+    import time
+
+    from sdviz import ui
+
+    job = client.submit("a photo of a dog", 0, 50, 7.5, api_name="/generate")
+    time.sleep(1.0)
+    job.cancel()
+    time.sleep(1.0)
+    pipe = ui.APP.pipe
+    deadline = time.time() + 30
+    while all_hooks(pipe.unet, pipe.text_encoder) and time.time() < deadline:
+        time.sleep(0.2)
+    assert all_hooks(pipe.unet, pipe.text_encoder) == 0
+    _, (_, _, after, _) = _run(client, "a photo of a dog", seed=1, steps=3)
+    _, (_, _, again, _) = _run(client, "a photo of a dog", seed=1, steps=3)
+    assert after == again and len(after) == 3
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.browser
+def test_real_browser_runs_a_prompt_and_shows_bars_image_and_maps(app_url):
+    if _chromium() is None:
+        if os.environ.get("SDVIZ_REQUIRE_BROWSER"):
+            pytest.fail("chromium is required (SDVIZ_REQUIRE_BROWSER=1) but not on PATH: apt-get install -y chromium")
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(exist_ok=True)
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=args)
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        page.goto(app_url, wait_until="domcontentloaded")  # gradio keeps a connection open: never "networkidle"
+        page.locator("#tiny-banner").wait_for(timeout=30000)
+        box = page.locator("#prompt textarea")
+        box.fill("a photo of a dog")
+        page.locator("#run").click()
+        page.wait_for_function("document.querySelector('#counter')?.innerText.includes('Step 20 / 20')", timeout=120000)
+        page.locator("#bars .js-plotly-plot").wait_for(timeout=30000)
+        page.locator("#image img").wait_for(timeout=30000)
+        assert page.locator("#bars .js-plotly-plot .bars path").count() > 10
+        assert page.locator("#closeness .js-plotly-plot").count() == 1
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(OUTPUT / "generate.png"), full_page=True)
+        page.get_by_role("tab", name="Maps").click()
+        page.locator("#unet-map .js-plotly-plot").wait_for(timeout=30000)
+        page.locator("#clip-map .js-plotly-plot").wait_for(timeout=30000)
+        assert page.locator("#unet-map .js-plotly-plot .point, #unet-map canvas").count() > 0
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(OUTPUT / "maps.png"), full_page=True)
+        page.get_by_role("tab", name="Report").click()
+        page.locator("#report-tab .js-plotly-plot").first.wait_for(timeout=30000)
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(OUTPUT / "report.png"), full_page=True)
+        browser.close()
+    assert (OUTPUT / "generate.png").stat().st_size > 20000
