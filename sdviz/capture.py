@@ -245,7 +245,8 @@ class Capture:
             self._step["latents"] = reduce_latents(latents.detach())
         features, self._step = self._step, {}
         self.steps.append(features)
-        self.timesteps.append(int(timestep))
+        # kept as given: int() on a CUDA tensor would stall the GPU queue at every step of a trace()
+        self.timesteps.append(timestep.detach() if torch.is_tensor(timestep) else timestep)
         if self.on_step is not None:
             self.on_step(step, int(timestep), features, latents)
         if self.should_stop is not None and self.should_stop():
@@ -357,7 +358,7 @@ def trace(
     return Trace(
         prompts=prompts,
         features=capture.features(),
-        timesteps=torch.tensor(capture.timesteps),
+        timesteps=torch.tensor([int(t) for t in capture.timesteps]),
         images=list(out.images) if decode else None,
         meta=meta,
     )
