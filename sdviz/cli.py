@@ -129,14 +129,14 @@ def cmd_build(args):
 
 
 def write_report(bundle_path: Path, out: Path | None = None) -> Path:
+    from .extract import atomic_write
     from .plots import report_html
     from .probes import load_bundle
 
     bundle = load_bundle(bundle_path)
     out = Path(out or Path(bundle_path) / "report.html")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(report_html(bundle.report, bundle.meta), encoding="utf-8")
-    tmp.replace(out)
+    page = report_html(bundle.report, bundle.meta)
+    atomic_write(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return out
 
 

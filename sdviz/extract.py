@@ -32,19 +32,15 @@ class FeatureCache:
     manifest: dict
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _atomic_save(tensors: dict, path: Path, metadata: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+def atomic_write(target: Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp) on a temporary file beside `target`, then rename it into place: the file is
+    whole or absent, never half-written (an interrupted run leaves at most a hidden temporary file, removed here)."""
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
+        write(tmp)
+        os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -102,7 +98,7 @@ def extract_features(
     _check_manifest(cache, manifest)
     rank, world, barrier = _process_grid()
     if rank == 0:
-        _atomic_write_text(cache / MANIFEST, json.dumps(manifest, indent=1))
+        atomic_write(cache / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     chunks = [words[i : i + batch_size] for i in range(0, len(words), batch_size)]
     mine = [c for c in range(len(chunks)) if c % world == rank]
     todo = [c for c in mine if not _shard_ok(cache / f"shard-{c:05d}.safetensors", chunks[c])]
@@ -112,7 +108,8 @@ def extract_features(
         features, timesteps = encode(chunks[c])
         tensors = {k: v.to(torch.float16).contiguous() for k, v in features.items()}
         tensors["timesteps"] = torch.tensor(timesteps, dtype=torch.int64)
-        _atomic_save(tensors, cache / f"shard-{c:05d}.safetensors", {"words": json.dumps(chunks[c])})
+        metadata = {"words": json.dumps(chunks[c])}
+        atomic_write(cache / f"shard-{c:05d}.safetensors", lambda tmp, t=tensors, m=metadata: save_file(t, tmp, metadata=m))
         bar.update(len(chunks[c]))
     bar.close()
     barrier()

@@ -12,8 +12,6 @@ matrix product.
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import SdvizError
+from .extract import atomic_write
 
 ALPHAS = torch.logspace(-2, 7, 19, dtype=torch.float64)  # standardised features: the scale is ~words x dims
 
@@ -219,23 +218,12 @@ def save_bundle(path: Path, probes: dict[str, Ridge], meta: dict, report: dict, 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {f"{name}.{f}": getattr(p, f).to(torch.float32).contiguous() for name, p in probes.items() for f in PROBE_FIELDS}
-    _atomic(path / "probes.safetensors", lambda tmp: save_file(tensors, tmp))
+    atomic_write(path / "probes.safetensors", lambda tmp: save_file(tensors, tmp))
     if maps:
-        _atomic(path / "maps.safetensors", lambda tmp: save_file({k: v.contiguous() for k, v in maps.items()}, tmp))
+        atomic_write(path / "maps.safetensors", lambda tmp: save_file({k: v.contiguous() for k, v in maps.items()}, tmp))
     for name, doc in (("report.json", report), ("meta.json", meta)):  # meta last: it marks the bundle complete
-        _atomic(path / name, lambda tmp, doc=doc: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False)))
+        atomic_write(path / name, lambda tmp, doc=doc: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False)))
     return path
-
-
-def _atomic(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_bundle(path) -> Bundle:
