@@ -126,7 +126,7 @@ CORR_STEPS = 3  # per-step representations keep predicted attribute x attribute 
 
 def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[str, str], categories: list[str] | None,
             *, folds: int = 10, seed: int = 0, n_permutations: int = 100, bootstraps: int = BOOTSTRAPS,
-            progress: bool = True) -> dict:
+            progress: bool = True, timings: dict | None = None) -> dict:
     """Cross-validate a probe for every representation x step and compute every reported number.
 
     features: name -> [words, dim] (once per prompt) or [words, steps, dim] (per step).

@@ -6,16 +6,12 @@ Errors a user can cause are printed as one line (no traceback) with exit status 
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
 from . import __version__
+from .build import DEFAULT_BUILD_STEPS
 from .config import DEFAULT_SCHEDULER, DEFAULT_TEMPLATE
 from .errors import SdvizError
-
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_BUILD_STEPS = 10
-MAP_PREFIXES = ("clip.pooled", "clip.mean", "unet.", "text.embedding")  # representations that get UMAP maps
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
@@ -37,110 +33,40 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise SdvizError(f"--seeds must be comma-separated whole numbers, e.g. 0,1,2; got {text!r}.") from None
-    if not seeds:
-        raise SdvizError("--seeds needs at least one seed.")
-    return seeds
+def _config(args):
+    from .build import BuildConfig, parse_seeds
 
-
-def _source(args):
-    """(encode, settings, slug, pipe or None) for the model or reference encoder asked for."""
-    from .extract import diffusion_encoder, text_encoder
-
-    if args.encoder:
-        encode, settings = text_encoder(args.encoder, template=args.template, random_init=args.random_init,
-                                        device=args.device or "cpu")
-        slug = "text--" + "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(args.encoder).name)
-        return encode, settings, slug + ("--random-init" if args.random_init else ""), None
-    from .models import load_pipeline
-
-    pipe = load_pipeline(args.model, device=args.device, scheduler=args.scheduler)
-    if pipe.sdviz.warning:
-        logging.getLogger("sdviz").warning(pipe.sdviz.warning)
-    encode, settings = diffusion_encoder(pipe, template=args.template, seeds=_parse_seeds(args.seeds),
-                                         steps=args.steps, guidance=args.guidance)
-    return encode, settings, pipe.sdviz.slug, pipe
+    fields = BuildConfig.__dataclass_fields__
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    values["seeds"] = parse_seeds(args.seeds)
+    values["progress"] = not args.quiet
+    values["maps"] = not getattr(args, "no_maps", False)
+    return BuildConfig(**values)
 
 
 def cmd_extract(args):
-    from .extract import extract_features
-    from .ratings import load_ratings
+    from .build import extract
 
-    ratings = load_ratings(args.ratings, selection=args.selection, groups_json=args.groups)
-    encode, settings, slug, _ = _source(args)
-    cache = Path(args.cache or ROOT / "cache" / slug)
-    result = extract_features(encode, ratings.words, cache, settings=settings, batch_size=args.batch_size, progress=not args.quiet)
-    print(f"features of {len(result.words)} words in {cache} ({', '.join(result.features)})")
-    return result, ratings, settings, slug
+    cache, *_ = extract(_config(args))
+    print(f"features of {len(cache.words)} words ({', '.join(cache.features)})")
 
 
 def cmd_build(args):
-    import numpy as np
-    import torch
+    from .analysis import summary_rows
+    from .build import build
 
-    from . import analysis, maps, probes
-
-    started = time.time()
-    cache, ratings, settings, slug = cmd_extract(args)
-    Y = ratings.values
-    # A floor every encoder gets for free: word form alone (length in characters and words).
-    form = torch.tensor([[len(w), len(w.split()), 1 / len(w)] for w in cache.words], dtype=torch.float64)
-    reps = analysis.analyse(cache.features | {analysis.WORDFORM: form}, Y, ratings.attributes, ratings.groups, ratings.categories,
-                            folds=args.folds, seed=args.seed, n_permutations=args.permutations,
-                            bootstraps=args.bootstraps, progress=not args.quiet)
-    fitted = {}
-    for name, X in cache.features.items():
-        Xs = X.transpose(0, 1) if X.dim() == 3 else X[None]
-        fitted[name] = probes.fit_ridge(Xs, torch.as_tensor(Y))
-    map_names = [n for n in cache.features if n.startswith(MAP_PREFIXES)] if not args.no_maps else []
-    map_tensors = maps.build_maps(cache.features, map_names, seed=args.seed, progress=not args.quiet) if map_names else {}
-    per_step = [n for n, X in cache.features.items() if X.dim() == 3]
-    dims = {n: int(X.shape[-1]) for n, X in cache.features.items()}
-    meta = {
-        "model": settings["model"], "kind": settings["kind"], "sdviz_version": __version__,
-        "steps": max(settings["steps"], 1), "timesteps": cache.timesteps, "scheduler": settings.get("scheduler"),
-        "guidance": settings.get("guidance"), "template": settings["template"], "seeds": settings.get("seeds"),
-        "representations": list(cache.features), "per_step": per_step, "dims": dims, "maps": map_names,
-        "words": cache.words, "categories": ratings.categories,
-        "dataset": {"name": ratings.name, "source": Path(ratings.source).name, "attributes": ratings.attributes,
-                    "groups": ratings.groups, "group_names": ratings.group_names},
-    }
-    report = {
-        "model": settings["model"], "dataset": ratings.name, "n_words": len(cache.words), "attributes": ratings.attributes,
-        "groups": ratings.groups, "group_names": ratings.group_names, "steps": meta["steps"], "timesteps": cache.timesteps,
-        "settings": {"folds": args.folds, "seed": args.seed, "permutations": args.permutations, "bootstraps": args.bootstraps,
-                     "alphas": [float(a) for a in probes.ALPHAS], "knn_k": analysis.KNN_K, "template": settings["template"]},
-        "human_corr": np.round(np.corrcoef(Y.T), 4).tolist(),
-        "representations": reps,
-    }
-    out = Path(args.out or ROOT / "probes" / slug)
-    probes.save_bundle(out, fitted, meta, report, map_tensors)
-    html = write_report(out)
-    print(f"bundle written to {out} ({time.time() - started:.0f} s); report: {html}")
-    for row in analysis.summary_rows(report):
+    result = build(_config(args))
+    print(f"bundle written to {result.path} ({result.timings['total']:.0f} s); report: {result.path / 'report.html'}")
+    for row in summary_rows(result.report):
         step = "" if row["step"] is None else f" (best step {row['step']})"
         print(f"  {row['name']:<14} mean r {row['mean_r']:+.3f} [{row['mean_r_ci'][0]:+.3f}, {row['mean_r_ci'][1]:+.3f}]"
               f"  2v2 {row['two_v_two']:.3f}  p {row.get('p_mean_r') or float('nan'):.3f}{step}")
-    return out
-
-
-def write_report(bundle_path: Path, out: Path | None = None) -> Path:
-    from .extract import atomic_write
-    from .plots import report_html
-    from .probes import load_bundle
-
-    bundle = load_bundle(bundle_path)
-    out = Path(out or Path(bundle_path) / "report.html")
-    page = report_html(bundle.report, bundle.meta)
-    atomic_write(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
-    return out
+    return result.path
 
 
 def cmd_report(args):
+    from .build import write_report
+
     print(f"report written to {write_report(Path(args.bundle), Path(args.out) if args.out else None)}")
 
 

@@ -8,7 +8,6 @@ c % N == r, so the cache is the same files as a single-process run.
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from safetensors.torch import save_file
 from . import __version__
 from .config import DEFAULT_TEMPLATE
 from .errors import SdvizError
+from .io import atomic_write
 
 MANIFEST = "manifest.json"
 
@@ -30,20 +30,6 @@ class FeatureCache:
     features: dict[str, torch.Tensor]  # clip.*/text.*: [words, dim]; per-step: [words, steps, dim]; float32
     timesteps: list[int]
     manifest: dict
-
-
-def atomic_write(target: Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp) on a temporary file beside `target`, then rename it into place: the file is
-    whole or absent, never half-written (an interrupted run leaves at most a hidden temporary file, removed here)."""
-    target = Path(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _process_grid() -> tuple[int, int, Callable[[], None]]:

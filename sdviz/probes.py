@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import SdvizError
-from .extract import atomic_write
+from .io import atomic_write
 
 ALPHAS = torch.logspace(-2, 7, 19, dtype=torch.float64)  # standardised features: the scale is ~words x dims
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SdvizError
+from .io import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,6 @@ def default_ratings_path() -> Path | None:
         return Path(env)
     fetched = cache_dir() / BINDER_FILE
     return fetched if fetched.exists() else None
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SDVIZ_CACHE", Path.home() / ".cache" / "sdviz"))
 
 
 def _read_table(path: Path):

@@ -19,9 +19,9 @@ import numpy as np
 
 from .config import MAX_PROMPT_CHARS, MAX_SEED
 from .errors import SdvizError
+from .io import bundle_dir
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
 
 APP_MAX_STEPS = 50  # tighter than the library's cap: a public Space serves many people
 APP_MAX_GUIDANCE = 20.0
@@ -70,7 +70,7 @@ class AppState:
         from .plots import best_per_step, reference_names
         from .probes import check_bundle_matches, load_bundle
 
-        path = self.bundle_path or ROOT / "probes" / self.pipe.sdviz.slug
+        path = self.bundle_path or bundle_dir(self.pipe.sdviz.slug)
         self.bundle, self.bundle_note = None, ""
         if not (Path(path) / "meta.json").exists():
             self.bundle_note = f"No probe bundle for this model yet (looked in {path})."
@@ -252,14 +252,15 @@ def _how_to_build() -> str:
 
 
 def build_bundle(progress=gr.Progress(track_tqdm=True)):
-    from .cli import main as cli_main
+    from .build import BuildConfig, build
 
     if APP.ratings is None:
         raise gr.Error(_how_to_build())
-    code = cli_main(["build", "--model", APP.pipe.sdviz.model_id, "--ratings", APP.ratings.source,
-                     *(["--out", str(APP.bundle_path)] if APP.bundle_path else [])])
-    if code != 0:
-        raise gr.Error("Building the probes failed; see the server log. Rerun to resume where it stopped.")
+    try:
+        build(BuildConfig(model=APP.pipe.sdviz.model_id, ratings=APP.ratings.source,
+                          out=str(APP.bundle_path) if APP.bundle_path else None), pipe=APP.pipe)
+    except SdvizError as err:
+        raise gr.Error(f"Building the probes failed: {err}") from None
     APP.reload_bundle()
     return "Probes built. Reload the page to see the Maps and Report tabs."
 

@@ -1,0 +1,179 @@
+"""The build pipeline: ratings -> features -> probes and every number -> maps -> bundle -> report.
+
+`cli.py` only parses arguments into a `BuildConfig` and calls `build`; the app's automatic
+first-run build calls the same function. Each stage's wall time is kept in `BuildResult.timings`
+(printed by the CLI, compared by `python -m sdviz.bench build`).
+"""
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .config import DEFAULT_SCHEDULER, DEFAULT_TEMPLATE
+from .errors import SdvizError
+from .io import atomic_write, bundle_dir, feature_cache_dir
+
+DEFAULT_BUILD_STEPS = 10
+MAP_PREFIXES = ("clip.pooled", "clip.mean", "unet.", "text.embedding")  # representations that get UMAP maps
+
+
+@dataclass
+class BuildConfig:
+    model: str = "auto"  # HF id, local folder, "tiny" or "auto"
+    encoder: str | None = None  # instead of model: a sentence-transformers model ("minilm", folder or id)
+    random_init: bool = False  # with encoder: same architecture, seeded random weights
+    ratings: str | None = None  # None: $SDVIZ_RATINGS, else the fetched Binder file
+    selection: str = "nouns"
+    groups: str | None = None
+    template: str = DEFAULT_TEMPLATE
+    steps: int = DEFAULT_BUILD_STEPS
+    guidance: float = 7.5
+    seeds: tuple[int, ...] = (0,)
+    scheduler: str = DEFAULT_SCHEDULER
+    device: str | None = None
+    batch_size: int = 16
+    cache: str | None = None  # feature cache folder
+    out: str | None = None  # bundle folder
+    folds: int = 10
+    seed: int = 0
+    permutations: int = 100
+    bootstraps: int = 1000
+    maps: bool = True
+    progress: bool = True
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    report: dict
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def stage(timings: dict, name: str):
+    """Add the wall time of the `with` body to timings[name]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def source(config: BuildConfig, pipe=None):
+    """(encode, settings, slug, pipe or None) for the model or reference encoder asked for."""
+    import logging
+
+    from .extract import diffusion_encoder, text_encoder
+
+    if config.encoder:
+        encode, settings = text_encoder(config.encoder, template=config.template, random_init=config.random_init,
+                                        device=config.device or "cpu")
+        slug = "text--" + "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(config.encoder).name)
+        return encode, settings, slug + ("--random-init" if config.random_init else ""), None
+    if pipe is None:
+        from .models import load_pipeline
+
+        pipe = load_pipeline(config.model, device=config.device, scheduler=config.scheduler)
+        if pipe.sdviz.warning:
+            logging.getLogger("sdviz").warning(pipe.sdviz.warning)
+    encode, settings = diffusion_encoder(pipe, template=config.template, seeds=list(config.seeds),
+                                         steps=config.steps, guidance=config.guidance)
+    return encode, settings, pipe.sdviz.slug, pipe
+
+
+def extract(config: BuildConfig, pipe=None, timings: dict | None = None):
+    """Features of every rated word, cached: (FeatureCache, Ratings, settings, slug)."""
+    from .extract import extract_features
+    from .ratings import load_ratings
+
+    timings = {} if timings is None else timings
+    ratings = load_ratings(config.ratings, selection=config.selection, groups_json=config.groups)
+    with stage(timings, "load"):
+        encode, settings, slug, _ = source(config, pipe)
+    cache = Path(config.cache) if config.cache else feature_cache_dir(slug)
+    with stage(timings, "extract"):
+        features = extract_features(encode, ratings.words, cache, settings=settings, batch_size=config.batch_size,
+                                    progress=config.progress)
+    return features, ratings, settings, slug
+
+
+def wordform_features(words: list[str]):
+    """A floor every encoder gets for free: word form alone (length in characters and words)."""
+    import torch
+
+    return torch.tensor([[len(w), len(w.split()), 1 / len(w)] for w in words], dtype=torch.float64)
+
+
+def build(config: BuildConfig, pipe=None) -> BuildResult:
+    """Extract -> cross-validate and score every representation x step -> fit -> maps -> bundle -> report."""
+    import numpy as np
+    import torch
+
+    from . import analysis, maps, probes
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    cache, ratings, settings, slug = extract(config, pipe, timings)
+    Y = ratings.values
+    reps = analysis.analyse(cache.features | {analysis.WORDFORM: wordform_features(cache.words)}, Y, ratings.attributes,
+                            ratings.groups, ratings.categories, folds=config.folds, seed=config.seed,
+                            n_permutations=config.permutations, bootstraps=config.bootstraps, progress=config.progress,
+                            timings=timings)
+    with stage(timings, "fit"):
+        fitted = {}
+        for name, X in cache.features.items():
+            Xs = X.transpose(0, 1) if X.dim() == 3 else X[None]
+            fitted[name] = probes.fit_ridge(Xs, torch.as_tensor(Y))
+    map_names = [n for n in cache.features if n.startswith(MAP_PREFIXES)] if config.maps else []
+    with stage(timings, "maps"):
+        map_tensors = maps.build_maps(cache.features, map_names, seed=config.seed, progress=config.progress) if map_names else {}
+    per_step = [n for n, X in cache.features.items() if X.dim() == 3]
+    dims = {n: int(X.shape[-1]) for n, X in cache.features.items()}
+    meta = {
+        "model": settings["model"], "kind": settings["kind"], "sdviz_version": __version__,
+        "steps": max(settings["steps"], 1), "timesteps": cache.timesteps, "scheduler": settings.get("scheduler"),
+        "guidance": settings.get("guidance"), "template": settings["template"], "seeds": settings.get("seeds"),
+        "representations": list(cache.features), "per_step": per_step, "dims": dims, "maps": map_names,
+        "words": cache.words, "categories": ratings.categories,
+        "dataset": {"name": ratings.name, "source": Path(ratings.source).name, "attributes": ratings.attributes,
+                    "groups": ratings.groups, "group_names": ratings.group_names},
+    }
+    report = {
+        "model": settings["model"], "dataset": ratings.name, "n_words": len(cache.words), "attributes": ratings.attributes,
+        "groups": ratings.groups, "group_names": ratings.group_names, "steps": meta["steps"], "timesteps": cache.timesteps,
+        "settings": {"folds": config.folds, "seed": config.seed, "permutations": config.permutations,
+                     "bootstraps": config.bootstraps, "alphas": [float(a) for a in probes.ALPHAS], "knn_k": analysis.KNN_K,
+                     "template": settings["template"]},
+        "human_corr": np.round(np.corrcoef(Y.T), 4).tolist(),
+        "representations": reps,
+    }
+    out = Path(config.out) if config.out else bundle_dir(slug)
+    with stage(timings, "save"):
+        probes.save_bundle(out, fitted, meta, report, map_tensors)
+        write_report(out)
+    timings["total"] = time.perf_counter() - started
+    return BuildResult(out, report, timings)
+
+
+def write_report(bundle_path: Path, out: Path | None = None) -> Path:
+    """(Re)write a bundle's self-contained HTML report."""
+    from .plots import report_html
+    from .probes import load_bundle
+
+    bundle = load_bundle(bundle_path)
+    out = Path(out or Path(bundle_path) / "report.html")
+    page = report_html(bundle.report, bundle.meta)
+    atomic_write(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return out
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise SdvizError(f"--seeds must be comma-separated whole numbers, e.g. 0,1,2; got {text!r}.") from None
+    if not seeds:
+        raise SdvizError("--seeds needs at least one seed.")
+    return seeds
