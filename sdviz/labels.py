@@ -1,0 +1,46 @@
+"""Plain-language names for representations, shown everywhere a person reads them.
+
+The identifier (`unet.mid`) stays in small print or hover; the label says what it is.
+"""
+
+import re
+
+_FIXED = {
+    "clip.pooled": "CLIP text encoder, summary token",
+    "clip.mean": "CLIP text encoder, all words",
+    "clip.cond": "what the UNet reads from CLIP",
+    "latents": "the noisy image itself (latents)",
+    "text.embedding": "language model (MiniLM), sentence embedding",
+    "baseline.wordform": "word length alone (baseline)",
+    "unet.mid": "UNet middle block",
+}
+_PATTERNS = [
+    (r"clip\.layer(\d+)", lambda m: "CLIP word embeddings" if m[1] == "0" else f"CLIP text encoder, layer {m[1]}"),
+    (r"clip2\.layer(\d+)", lambda m: f"second CLIP text encoder, layer {m[1]}"),
+    (r"clip2\.(pooled|mean)", lambda m: f"second CLIP text encoder, {'summary token' if m[1] == 'pooled' else 'all words'}"),
+    (r"text\.layer(\d+)", lambda m: f"language model (MiniLM), layer {m[1]}"),
+    (r"unet\.down(\d+)", lambda m: f"UNet down block {int(m[1]) + 1} (coarser)"),
+    (r"unet\.up(\d+)", lambda m: f"UNet up block {int(m[1]) + 1} (finer)"),
+]
+
+
+def label(name: str) -> str:
+    """'unet.down0' -> 'UNet down block 1 (coarser)'; unknown names are returned as they are."""
+    if name in _FIXED:
+        return _FIXED[name]
+    for pattern, make in _PATTERNS:
+        match = re.fullmatch(pattern, name)
+        if match:
+            return make(match)
+    return name
+
+
+def label_with_id(name: str) -> str:
+    """'UNet middle block (unet.mid)': the human label with the identifier for those who look it up."""
+    text = label(name)
+    return text if text == name else f"{text} ({name})"
+
+
+def step_text(k: int, steps: int) -> str:
+    """One step convention everywhere (docs/methods.md): k = 0 is pure noise, the last step is S-1."""
+    return f"step {k} of {steps - 1}"
