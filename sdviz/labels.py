@@ -19,13 +19,13 @@ _PATTERNS = [
     (r"clip2\.layer(\d+)", lambda m: f"second CLIP text encoder, layer {m[1]}"),
     (r"clip2\.(pooled|mean)", lambda m: f"second CLIP text encoder, {'summary token' if m[1] == 'pooled' else 'all words'}"),
     (r"text\.layer(\d+)", lambda m: f"language model (MiniLM), layer {m[1]}"),
-    (r"unet\.down(\d+)", lambda m: f"UNet down block {int(m[1]) + 1} (coarser)"),
-    (r"unet\.up(\d+)", lambda m: f"UNet up block {int(m[1]) + 1} (finer)"),
+    (r"unet\.down(\d+)", lambda m: f"UNet down block {int(m[1]) + 1}"),
+    (r"unet\.up(\d+)", lambda m: f"UNet up block {int(m[1]) + 1}"),
 ]
 
 
 def label(name: str) -> str:
-    """'unet.down0' -> 'UNet down block 1 (coarser)'; unknown names are returned as they are."""
+    """'unet.down0' -> 'UNet down block 1'; unknown names are returned as they are."""
     if name in _FIXED:
         return _FIXED[name]
     for pattern, make in _PATTERNS:
