@@ -1,10 +1,13 @@
-"""The numbers sdviz reports (definitions in DESIGN.md): r with bootstrap CIs, 2v2, permutation
-p-values, attribute disambiguation and category separation. Pure functions on arrays."""
+"""The numbers sdviz reports (definitions in docs/methods.md): r, 2v2, attribute disambiguation, each with
+its permutation null and p-value, intervals that include refitting variability, and category separation.
+Pure functions on arrays."""
 
 import numpy as np
+from scipy import stats
 
-BOOTSTRAPS = 1000
 KNN_K = 5
+TWO_V_TWO_TOL = 1e-4  # float32 pair margins closer to zero than this are decided again in float64
+TIE = 1e-12  # 2v2 sides (sums of two distances, 0-4) this close are equal: below float64 rounding noise of the product
 WORDFORM = "baseline.wordform"  # probe on word length alone: what any encoder of the word's form gets for free
 
 
@@ -16,27 +19,6 @@ def pearson_columns(P: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (Pc * Yc).sum(-2) / np.where(den > 0, den, 1), 0.0)
 
 
-def bootstrap_counts(n: int, bootstraps: int = BOOTSTRAPS, seed: int = 0) -> np.ndarray:
-    """[B, n] how often each word is drawn in each bootstrap resample of the words."""
-    rng = np.random.default_rng([seed, 2])
-    return rng.multinomial(n, np.full(n, 1 / n), size=bootstraps).astype(np.float64)
-
-
-def bootstrap_pearson(P: np.ndarray, Y: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """[B, T]: r per attribute in each resample, from count-weighted sums (no copies of the data)."""
-    n = counts.sum(1, keepdims=True)
-    sp, sy = counts @ P, counts @ Y
-    spp, syy, spy = counts @ (P * P), counts @ (Y * Y), counts @ (P * Y)
-    cov = n * spy - sp * sy
-    den = np.sqrt(np.clip(n * spp - sp**2, 0, None) * np.clip(n * syy - sy**2, 0, None))
-    return np.where(den > 0, cov / np.where(den > 0, den, 1), 0.0)
-
-
-def ci95(samples: np.ndarray) -> list[float]:
-    lo, hi = np.percentile(samples, [2.5, 97.5])
-    return [float(lo), float(hi)]
-
-
 def _row_z(A: np.ndarray) -> np.ndarray:
     A = A - A.mean(-1, keepdims=True)
     norm = np.linalg.norm(A, axis=-1, keepdims=True)
@@ -45,11 +27,12 @@ def _row_z(A: np.ndarray) -> np.ndarray:
 
 def two_v_two(P: np.ndarray, Y: np.ndarray) -> float:
     """Fraction of word pairs (i, j) with d(p_i, y_i) + d(p_j, y_j) < d(p_i, y_j) + d(p_j, y_i),
-    d = correlation distance over the attribute vector; ties count one half. Chance 0.5."""
+    d = correlation distance over the attribute vector; ties count one half. Chance 0.5.
+    Sides within TIE of each other are a tie: words with equal predictions (e.g. equal word form) must
+    not be split by float rounding in the matrix product."""
     D = 1 - _row_z(P) @ _row_z(Y).T  # D[i, j] = d(pred_i, true_j)
-    match = np.diag(D)[:, None] + np.diag(D)[None, :]
-    swap = D + D.T
-    score = (match < swap) + 0.5 * (match == swap)
+    margin = (D + D.T) - (np.diag(D)[:, None] + np.diag(D)[None, :])  # swap - match
+    score = (margin > TIE) + 0.5 * (np.abs(margin) <= TIE)
     i, j = np.triu_indices(len(P), k=1)
     return float(score[i, j].mean())
 
@@ -69,32 +52,154 @@ def attribute_disambiguation(P: np.ndarray, Y: np.ndarray) -> float:
     return float(((lhs > rhs) + 0.5 * (lhs == rhs)).mean())
 
 
-def evaluate(P: np.ndarray, Y: np.ndarray, attributes: list[str], groups: dict[str, str], *, counts: np.ndarray,
-             null_P: np.ndarray | None = None, null_Y: np.ndarray | None = None) -> dict:
-    """Every probe number for one representation (x step) from its out-of-fold predictions P [n, T]
-    and ratings Y, both centred on the training-fold mean (CVResult.centred); null_P/null_Y [perm, n, T]."""
-    r = pearson_columns(P, Y)
-    boot = bootstrap_pearson(P, Y, counts)  # [B, T]
-    group_names = list(dict.fromkeys(groups[a] for a in attributes))
-    members = {g: [i for i, a in enumerate(attributes) if groups[a] == g] for g in group_names}
-    out = {
-        "mean_r": float(r.mean()),
-        "mean_r_ci": ci95(boot.mean(1)),
-        "r": [float(x) for x in r],
-        "group_r": {g: float(r[idx].mean()) for g, idx in members.items()},
-        "group_r_ci": {g: ci95(boot[:, idx].mean(1)) for g, idx in members.items()},
-        "two_v_two": two_v_two(P, Y),
-        "disambiguation": attribute_disambiguation(P, Y),
-    }
-    if null_P is not None:
-        null_r = pearson_columns(null_P, null_Y).mean(-1)
-        null_2v2 = np.array([two_v_two(p, y) for p, y in zip(null_P, null_Y)])
-        out |= {
-            "null_mean_r": [float(null_r.mean()), float(null_r.std())],
-            "null_two_v_two": [float(null_2v2.mean()), float(null_2v2.std())],
-            "p_mean_r": float((1 + (null_r >= out["mean_r"]).sum()) / (1 + len(null_r))),
-            "p_two_v_two": float((1 + (null_2v2 >= out["two_v_two"]).sum()) / (1 + len(null_2v2))),
+def two_v_two_many(P: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """two_v_two for a batch [B, n, T] at once (the permutation nulls), with the same answers.
+
+    Pair scores come from one float32 batched product; pairs whose margin is within TWO_V_TWO_TOL of a
+    tie are decided again in float64 exactly as `two_v_two` does, so the counts are those of float64.
+    """
+    import torch
+
+    Pz, Yz = _row_z(np.asarray(P, np.float64)), _row_z(np.asarray(Y, np.float64))
+    M = torch.bmm(torch.from_numpy(Pz.astype(np.float32)), torch.from_numpy(Yz.astype(np.float32)).mT).numpy()
+    return _count_2v2(M, Pz, Yz, TWO_V_TWO_TOL)
+
+
+def _count_2v2(M, Pz, Yz, tol):
+    return _numba_kernels()[0](M, Pz, Yz, tol, TIE)
+
+
+_KERNELS: list = []
+
+
+def _numba_kernels():
+    """Compiled once per process (and cached on disk): numba ships with umap-learn."""
+    if not _KERNELS:
+        import numba
+
+        @numba.njit(parallel=True, cache=True)
+        def count(M, Pz, Yz, tol, tie):
+            B, n, T = Pz.shape
+            out = np.zeros(B)
+            for b in numba.prange(B):
+                total = 0.0
+                for i in range(n):
+                    for j in range(i + 1, n):
+                        margin = (M[b, i, i] + M[b, j, j]) - (M[b, i, j] + M[b, j, i])
+                        if margin > tol:
+                            total += 1.0
+                        elif margin >= -tol:  # too close to call in float32: decided in float64 like two_v_two
+                            cii = cjj = cij = cji = 0.0
+                            for t in range(T):
+                                cii += Pz[b, i, t] * Yz[b, i, t]
+                                cjj += Pz[b, j, t] * Yz[b, j, t]
+                                cij += Pz[b, i, t] * Yz[b, j, t]
+                                cji += Pz[b, j, t] * Yz[b, i, t]
+                            exact = ((1 - cij) + (1 - cji)) - ((1 - cii) + (1 - cjj))
+                            total += 1.0 if exact > tie else (0.5 if abs(exact) <= tie else 0.0)
+                out[b] = total / (n * (n - 1) / 2)
+            return out
+
+        _KERNELS.append(count)
+    return _KERNELS
+
+
+def disambiguation_many(P: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """attribute_disambiguation over a leading batch dim [B, n, T] -> [B]."""
+    def z(A):
+        A = A - A.mean(-2, keepdims=True)
+        sd = A.std(-2, keepdims=True)
+        return A / np.where(sd > 0, sd, 1)
+
+    C = np.swapaxes(z(P), -1, -2) @ z(Y) / P.shape[-2]  # [B, T, T]
+    a, b = np.triu_indices(C.shape[-1], k=1)
+    lhs, rhs = C[:, a, a] + C[:, b, b], C[:, a, b] + C[:, b, a]
+    return ((lhs > rhs) + 0.5 * (lhs == rhs)).mean(-1)
+
+
+def fold_interval(estimate: float, per_fold: np.ndarray, factor: float) -> list[float]:
+    """95% interval around a cross-validated score that includes refitting variability: a t-interval
+    (K-1 df) on the per-fold scores, their variance scaled by `factor` instead of 1/K because the folds
+    share training words (Nadeau & Bengio 2003: 1/K + n_test/n_train; `null_fold_factor` measures it)."""
+    K = len(per_fold)
+    half = stats.t.ppf(0.975, K - 1) * np.sqrt(factor * np.var(per_fold, ddof=1))
+    return [float(estimate - half), float(estimate + half)]
+
+
+def nadeau_bengio_factor(folds: list[np.ndarray]) -> float:
+    n = sum(len(f) for f in folds)
+    n_test = n / len(folds)
+    return 1 / len(folds) + n_test / (n - n_test)
+
+
+def null_fold_factor(null_pooled: np.ndarray, null_per_fold: np.ndarray, fallback: float) -> np.ndarray:
+    """How much the fold scores' variance understates the pooled score's, measured on the permutation refits
+    (same folds, same refitting, no signal): var over nulls of the pooled score / mean per-null variance of
+    its fold scores. null_pooled [M, ...], null_per_fold [M, K, ...]. Needs >= 10 nulls, else `fallback`."""
+    if null_pooled.shape[0] < 10:
+        return np.full(null_pooled.shape[1:], fallback)
+    within = np.var(null_per_fold, axis=1, ddof=1).mean(0)
+    return np.where(within > 0, np.var(null_pooled, axis=0, ddof=1) / np.where(within > 0, within, 1), fallback)
+
+
+def _p_value(null: np.ndarray, observed: float) -> float:
+    return float((1 + (null >= observed).sum()) / (1 + len(null)))
+
+
+def evaluate(P: np.ndarray, Y: np.ndarray, attributes: list[str], groups: dict[str, str], *, folds: list[np.ndarray],
+             null_P: np.ndarray | None = None, null_Y: np.ndarray | None = None, timings: dict | None = None) -> dict:
+    """Every probe number for one representation (x step) from its out-of-fold predictions P [n, T] and
+    ratings Y, both centred within folds (CVResult.centred); null_P/null_Y [perm, n, T] likewise.
+
+    Intervals: `fold_interval` with the fold-correlation factor measured on the nulls (Nadeau–Bengio's
+    without them). Every score has its null [mean, sd] and p = (1 + #null >= observed) / (1 + perms).
+    """
+    from .build import stage
+
+    timings = {} if timings is None else timings
+    with stage(timings, "metrics"):
+        group_names = list(dict.fromkeys(groups[a] for a in attributes))
+        members = [[i for i, a in enumerate(attributes) if groups[a] == g] for g in group_names]
+        r = pearson_columns(P, Y)
+        fold_r = np.stack([pearson_columns(P[f], Y[f]) for f in folds])  # [K, T]
+        fold_dis = np.array([attribute_disambiguation(P[f], Y[f]) for f in folds])
+        out = {
+            "mean_r": float(r.mean()),
+            "r": [float(x) for x in r],
+            "group_r": {g: float(r[idx].mean()) for g, idx in zip(group_names, members)},
+            "two_v_two": two_v_two(P, Y),
+            "disambiguation": attribute_disambiguation(P, Y),
+            "chance": {"mean_r": 0.0, "two_v_two": 0.5, "disambiguation": 0.5},
         }
+    nb = nadeau_bengio_factor(folds)
+    f_mean = f_dis = nb
+    f_group = np.full(len(members), nb)
+    if null_P is not None:
+        with stage(timings, "nulls"):
+            null_r = pearson_columns(null_P, null_Y)  # [M, T]
+            null_fold_r = np.stack([pearson_columns(null_P[:, f], null_Y[:, f]) for f in folds], 1)  # [M, K, T]
+            null_2v2 = two_v_two_many(null_P, null_Y)
+            null_dis = disambiguation_many(null_P, null_Y)
+            null_fold_dis = np.stack([disambiguation_many(null_P[:, f], null_Y[:, f]) for f in folds], 1)
+            f_mean = float(null_fold_factor(null_r.mean(-1), null_fold_r.mean(-1), nb))
+            f_dis = float(null_fold_factor(null_dis, null_fold_dis, nb))
+            f_group = null_fold_factor(np.stack([null_r[:, i].mean(-1) for i in members], -1),
+                                       np.stack([null_fold_r[..., i].mean(-1) for i in members], -1), nb)
+            null_mean_r = null_r.mean(-1)
+            out |= {
+                "null_mean_r": [float(null_mean_r.mean()), float(null_mean_r.std())],
+                "null_two_v_two": [float(null_2v2.mean()), float(null_2v2.std())],
+                "null_disambiguation": [float(null_dis.mean()), float(null_dis.std())],
+                "p_mean_r": _p_value(null_mean_r, out["mean_r"]),
+                "p_two_v_two": _p_value(null_2v2, out["two_v_two"]),
+                "p_disambiguation": _p_value(null_dis, out["disambiguation"]),
+            }
+    with stage(timings, "metrics"):
+        out["ci_factor"] = f_mean
+        out["mean_r_ci"] = fold_interval(out["mean_r"], fold_r.mean(1), f_mean)
+        out["group_r_ci"] = {g: fold_interval(out["group_r"][g], fold_r[:, idx].mean(1), float(fg))
+                             for g, idx, fg in zip(group_names, members, f_group)}
+        out["disambiguation_ci"] = fold_interval(out["disambiguation"], fold_dis, f_dis)
     return out
 
 
@@ -110,34 +215,39 @@ def separation(X: np.ndarray, categories: list[str], k: int = KNN_K) -> dict:
     S = Zn @ Zn.T
     np.fill_diagonal(S, -np.inf)
     neighbours = np.argsort(-S, axis=1, kind="stable")[:, :k]
-    correct = 0
-    for i, nb in enumerate(neighbours):
-        votes = np.bincount(labels[nb], minlength=labels.max() + 1)
-        best = np.flatnonzero(votes == votes.max())
-        winner = next(labels[j] for j in nb if labels[j] in best)  # tie: the nearest of the tied classes
-        correct += winner == labels[i]
+    nb_labels = labels[neighbours]  # [n, k], nearest first
+    votes = np.zeros((len(X), labels.max() + 1))
+    np.add.at(votes, (np.arange(len(X))[:, None], nb_labels), 1)
+    top = np.take_along_axis(votes, nb_labels, 1) == votes.max(1, keepdims=True)
+    winner = nb_labels[np.arange(len(X)), top.argmax(1)]  # tie: the nearest of the tied classes
     freqs = np.bincount(labels) / len(labels)
     sil = silhouette_score(Zn, labels, metric="cosine") if len(set(labels)) > 1 and np.ptp(Zn) > 0 else 0.0
-    return {"knn_accuracy": correct / len(X), "knn_chance": float((freqs**2).sum()), "silhouette": float(sil)}
+    return {"knn_accuracy": float((winner == labels).mean()), "knn_chance": float((freqs**2).sum()), "silhouette": float(sil)}
 
 
 CORR_STEPS = 3  # per-step representations keep predicted attribute x attribute matrices at first, middle, last step
 
 
 def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[str, str], categories: list[str] | None,
-            *, folds: int = 10, seed: int = 0, n_permutations: int = 100, bootstraps: int = BOOTSTRAPS,
-            progress: bool = True, timings: dict | None = None) -> dict:
+            *, folds: int = 10, seed: int = 0, n_permutations: int = 100, progress: bool = True,
+            timings: dict | None = None) -> dict:
     """Cross-validate a probe for every representation x step and compute every reported number.
 
     features: name -> [words, dim] (once per prompt) or [words, steps, dim] (per step).
     Returns {name: {"per_step", "dim", "results": [metrics per step], "pred_corr": {step: TxT}}}.
+    The ratings side (folds, permutations, centred targets) is prepared once for all representations.
     """
-    import torch
     from tqdm.auto import tqdm
 
-    from .probes import cross_validate
+    from .build import stage
+    from .probes import centre_within_folds, cross_validate, prepare_targets
 
-    counts = bootstrap_counts(len(Y), bootstraps, seed)
+    timings = {} if timings is None else timings
+    with stage(timings, "cross-validate"):
+        targets = prepare_targets(Y, folds=folds, seed=seed, n_permutations=n_permutations)
+    parts = targets.folds
+    Yc = centre_within_folds(Y, parts)
+    null_Y = centre_within_folds(np.stack([Y[p] for p in targets.permutations]), parts) if n_permutations else None
     out = {}
     for name in tqdm(list(features), desc="probes", unit="repr", disable=not progress):
         X = features[name]
@@ -145,21 +255,21 @@ def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[s
         Xs = X.transpose(0, 1) if per_step else X[None]  # [steps, words, dim]
         S = Xs.shape[0]
         keep = sorted({0, S // 2, S - 1}) if per_step else [0]
+        with stage(timings, "cross-validate"):
+            cv = cross_validate(Xs, Y, targets=targets)
+            P = centre_within_folds(cv.predictions.numpy(), parts, scale=True)  # [S, n, T]
+            nP = centre_within_folds(cv.null_predictions.numpy(), parts, scale=True) if n_permutations else None  # [S, M, n, T]
         results, pred_corr = [], {}
-        for chunk in range(0, S, 8):  # bounds memory: predictions are [steps, words, targets x (1 + permutations)]
-            cv = cross_validate(Xs[chunk : chunk + 8], Y, folds=folds, seed=seed, n_permutations=n_permutations)
-            P, Yc = cv.centred(Y)
-            nP, nY = cv.centred_null(Y) if n_permutations else (None, None)
-            for j in range(P.shape[0]):
-                step = chunk + j
-                metrics = evaluate(P[j], Yc, attributes, groups, counts=counts,
-                                   null_P=None if nP is None else nP[:, j], null_Y=nY)
-                metrics["alpha_median"] = float(torch.median(cv.alphas[j]))
+        for step in range(S):
+            metrics = evaluate(P[step], Yc, attributes, groups, folds=parts, timings=timings,
+                               null_P=None if nP is None else nP[step], null_Y=null_Y)
+            with stage(timings, "metrics"):
+                metrics["alpha_median"] = float(cv.alphas[step].median())  # torch: the lower middle value
                 if categories is not None:
                     metrics |= separation(Xs[step].double().numpy(), categories)
-                results.append(metrics)
                 if step in keep:
-                    pred_corr[str(step)] = np.round(np.nan_to_num(np.corrcoef(P[j].T)), 4).tolist()
+                    pred_corr[str(step)] = np.round(np.nan_to_num(np.corrcoef(P[step].T)), 4).tolist()
+            results.append(metrics)
         out[name] = {"per_step": per_step, "dim": int(X.shape[-1]), "results": results, "pred_corr": pred_corr}
     return out
 

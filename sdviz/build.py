@@ -39,7 +39,6 @@ class BuildConfig:
     folds: int = 10
     seed: int = 0
     permutations: int = 100
-    bootstraps: int = 1000
     maps: bool = True
     progress: bool = True
 
@@ -119,7 +118,7 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
     Y = ratings.values
     reps = analysis.analyse(cache.features | {analysis.WORDFORM: wordform_features(cache.words)}, Y, ratings.attributes,
                             ratings.groups, ratings.categories, folds=config.folds, seed=config.seed,
-                            n_permutations=config.permutations, bootstraps=config.bootstraps, progress=config.progress,
+                            n_permutations=config.permutations, progress=config.progress,
                             timings=timings)
     with stage(timings, "fit"):
         fitted = {}
@@ -144,7 +143,7 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
         "model": settings["model"], "dataset": ratings.name, "n_words": len(cache.words), "attributes": ratings.attributes,
         "groups": ratings.groups, "group_names": ratings.group_names, "steps": meta["steps"], "timesteps": cache.timesteps,
         "settings": {"folds": config.folds, "seed": config.seed, "permutations": config.permutations,
-                     "bootstraps": config.bootstraps, "alphas": [float(a) for a in probes.ALPHAS], "knn_k": analysis.KNN_K,
+                     "intervals": "folds (Nadeau-Bengio t, fold correlation measured on the nulls)", "alphas": [float(a) for a in probes.ALPHAS], "knn_k": analysis.KNN_K,
                      "template": settings["template"]},
         "human_corr": np.round(np.corrcoef(Y.T), 4).tolist(),
         "representations": reps,

@@ -92,7 +92,6 @@ def parser() -> argparse.ArgumentParser:
     bd.add_argument("--folds", type=int, default=10)
     bd.add_argument("--seed", type=int, default=0)
     bd.add_argument("--permutations", type=int, default=100, help="permutation-null size (0: no null)")
-    bd.add_argument("--bootstraps", type=int, default=1000)
     bd.add_argument("--no-maps", action="store_true", help="skip the UMAP maps")
     bd.set_defaults(run=cmd_build)
     rp = sub.add_parser("report", help="write a bundle's self-contained HTML report")

@@ -230,7 +230,7 @@ table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:4px
 <body><h1>sdviz report: {html.escape(str(report['model']))}</h1>{warning}
 <p>{report['n_words']} words of {html.escape(report['dataset'])}, {len(report['attributes'])} attributes, {report['steps']} denoising steps.
 Ridge probes, {s['folds']}-fold cross-validation over words (standardisation and penalty fitted inside training folds),
-{s['bootstraps']} bootstrap resamples for CIs, {s['permutations']} permutations of word&harr;rating pairs for p-values.</p>
+95% intervals from the folds (refitting included), {s['permutations']} permutations of word&harr;rating pairs for p-values.</p>
 <h2>Summary (best step per representation)</h2><table><tr><th>representation</th><th>step</th><th>mean r</th><th>95% CI</th>
 <th>2v2</th><th>p (mean r)</th><th>disambiguation</th></tr>{rows}</table>
 {''.join(parts)}</body></html>"""

@@ -71,13 +71,15 @@ def _decompose(X: torch.Tensor):
     return mean, std, U, s, Vh
 
 
-def _gcv_alphas(U, s, Yc, alphas) -> torch.Tensor:
-    """Per-target alpha minimising GCV = RSS / (1 - df/n)^2, from the SVD alone."""
-    n = Yc.shape[-2]
-    C2 = (U.transpose(-1, -2) @ Yc) ** 2  # [..., k, T]
+def _gcv_alphas(C: torch.Tensor, s: torch.Tensor, yy: torch.Tensor, n: int, alphas: torch.Tensor) -> torch.Tensor:
+    """Per-target alpha minimising GCV = RSS / (1 - df/n)^2, from the decomposition alone.
+
+    C = U'Yc [..., k, T] (the centred targets in the left singular basis), yy = ||Yc||^2 per target [..., T].
+    """
+    C2 = C**2
     s2 = s[..., None, :] ** 2  # [..., 1, k]
     f = s2 / (s2 + alphas[:, None])  # [..., A, k] shrinkage factors
-    rss = (Yc**2).sum(-2, keepdim=True) - (2 * f - f**2) @ C2  # [..., A, T]
+    rss = yy[..., None, :] - (2 * f - f**2) @ C2  # [..., A, T]
     df = f.sum(-1, keepdim=True)  # [..., A, 1]
     gcv = rss.clamp_min(0) / (1 - df / n).clamp_min(1e-6) ** 2
     return alphas[gcv.argmin(-2)]  # [..., T]
@@ -90,11 +92,11 @@ def fit_ridge(X: torch.Tensor, Y: torch.Tensor, alphas: torch.Tensor = ALPHAS, a
     mean, std, U, s, Vh = _decompose(X)
     y_mean = Y.mean(0)
     Yc = Y - y_mean
+    C = U.transpose(-1, -2) @ Yc  # [..., k, T]
     if alpha is None:
-        chosen = _gcv_alphas(U, s, Yc, alphas.to(X))
+        chosen = _gcv_alphas(C, s, (Yc**2).sum(0), Yc.shape[0], alphas.to(X))
     else:
         chosen = torch.full((*X.shape[:-2], Y.shape[1]), float(alpha), dtype=X.dtype)
-    C = U.transpose(-1, -2) @ Yc  # [..., k, T]
     D = s[..., :, None] / (s[..., :, None] ** 2 + chosen[..., None, :])  # [..., k, T]
     weight = Vh.transpose(-1, -2) @ (D * C)
     bias = y_mean.expand(*X.shape[:-2], Y.shape[1])
@@ -151,34 +153,123 @@ class CVResult:
         return centre_within_folds(P, self.folds, scale=True), centre_within_folds(np.stack([Y[p] for p in self.permutations]), self.folds)
 
 
-def cross_validate(X: torch.Tensor, Y: np.ndarray, *, folds: int = 10, seed: int = 0, n_permutations: int = 0,
-                   alphas: torch.Tensor = ALPHAS) -> CVResult:
-    """Outer K-fold over words. Inside each fold, standardisation and alpha see training words only."""
-    X = X.to(torch.float64)
-    Yt = torch.as_tensor(Y, dtype=torch.float64)
-    n, T = Yt.shape
-    if X.shape[-2] != n:
-        raise SdvizError(f"{X.shape[-2]} feature rows but {n} rated words.")
+@dataclass
+class Targets:
+    """The ratings side of a cross-validation, computed once and shared by every representation:
+    the outer folds, the permutations, and each fold's training targets (real ratings and the
+    row-shuffled copies side by side as columns), centred on their training mean."""
+
+    Y: np.ndarray  # [n, T] the real ratings
+    folds: list[np.ndarray]
+    permutations: np.ndarray | None  # [P, n]
+    stacked: torch.Tensor  # [n, T * (1 + P)]: Y, then Y[permutations[p]] for each p
+    train: list[np.ndarray]
+    train_mean: list[torch.Tensor]  # per fold [T'], mean of the training words (uncentred units)
+    train_centred: list[torch.Tensor]  # per fold [n_train, T']
+    train_ss: list[torch.Tensor]  # per fold [T'], sum of squares of train_centred
+
+
+def prepare_targets(Y: np.ndarray, *, folds: int = 10, seed: int = 0, n_permutations: int = 0) -> Targets:
+    Yt = torch.as_tensor(np.asarray(Y, dtype=np.float64))
+    n = Yt.shape[0]
+    parts = kfold(n, folds, seed)
     perms = np.stack([np.random.default_rng([seed, 1, p]).permutation(n) for p in range(n_permutations)]) if n_permutations else None
     targets = Yt if perms is None else torch.cat([Yt] + [Yt[p] for p in perms], dim=1)
-    out = torch.empty(*X.shape[:-2], n, targets.shape[1], dtype=torch.float64)
-    fold_alphas = []
-    parts = kfold(n, folds, seed)
-    for test in parts:
-        train = np.setdiff1d(np.arange(n), test)
-        mean, std, U, s, Vh = _decompose(X[..., train, :])
-        y_mean = targets[train].mean(0)
-        Yc = targets[train] - y_mean
-        chosen = _gcv_alphas(U, s, Yc, alphas.to(X))
-        C = U.transpose(-1, -2) @ Yc
-        D = s[..., :, None] / (s[..., :, None] ** 2 + chosen[..., None, :])
-        Zt = ((X[..., test, :] - mean) / std) @ Vh.transpose(-1, -2)  # test words in the SVD basis
-        out[..., test, :] = Zt @ (D * C) + y_mean
-        fold_alphas.append(chosen[..., :T])
-    null = None
-    if perms is not None:
-        null = out[..., T:].unflatten(-1, (n_permutations, T)).movedim(-2, -3)
-    return CVResult(out[..., :T], null, perms, torch.stack(fold_alphas, -2), parts)
+    trains = [np.setdiff1d(np.arange(n), test) for test in parts]
+    means = [targets[train].mean(0) for train in trains]
+    centred = [targets[train] - mean for train, mean in zip(trains, means)]
+    return Targets(np.asarray(Y, dtype=np.float64), parts, perms, targets, trains, means, centred,
+                   [(c**2).sum(0) for c in centred])
+
+
+# Steps are solved together up to this many values in C = U'Yc ([steps, k, targets]): bounds memory.
+_CHUNK_VALUES = 40_000_000
+
+
+def cross_validate(X: torch.Tensor, Y: np.ndarray, *, folds: int = 10, seed: int = 0, n_permutations: int = 0,
+                   alphas: torch.Tensor = ALPHAS, targets: Targets | None = None) -> CVResult:
+    """Outer K-fold over words. Inside each fold, standardisation and alpha see training words only.
+
+    X [..., n, d] (leading dims, e.g. steps, are solved in one batch). One eigendecomposition per fold
+    and step serves every attribute, alpha and permutation. Pass `targets` (prepare_targets) to share
+    the ratings side between representations.
+    """
+    targets = targets or prepare_targets(Y, folds=folds, seed=seed, n_permutations=n_permutations)
+    X = X.to(torch.float64)
+    n, T = targets.Y.shape
+    if X.shape[-2] != n:
+        raise SdvizError(f"{X.shape[-2]} feature rows but {n} rated words.")
+    lead = X.shape[:-2]
+    flat = X.reshape(-1, n, X.shape[-1])
+    k = min(n, X.shape[-1])
+    chunk = max(1, _CHUNK_VALUES // (k * targets.stacked.shape[1]))
+    outs, alphas_out = [], []
+    for start in range(0, flat.shape[0], chunk):
+        out, chosen = _cross_validate_block(flat[start : start + chunk], targets, alphas.to(torch.float64))
+        outs.append(out)
+        alphas_out.append(chosen)
+    out = torch.cat(outs).reshape(*lead, n, -1)
+    fold_alphas = torch.cat(alphas_out).reshape(*lead, len(targets.folds), -1)[..., :T]
+    P = 0 if targets.permutations is None else len(targets.permutations)
+    null = out[..., T:].unflatten(-1, (P, T)).movedim(-2, -3) if P else None
+    return CVResult(out[..., :T], null, targets.permutations, fold_alphas, targets.folds)
+
+
+def _cross_validate_block(X: torch.Tensor, targets: Targets, alphas: torch.Tensor):
+    """[S, n, d] features -> ([S, n, T'] out-of-fold predictions, [S, folds, T'] chosen alphas).
+
+    Held-out ratings never enter a fold's arithmetic, not even as rounding: the primal path sums
+    per-fold products of the *training* folds only (prefix + suffix sums).
+    """
+    S, n, d = X.shape
+    out = torch.empty(S, n, targets.stacked.shape[1], dtype=torch.float64)
+    x_all = X.mean(-2, keepdim=True)
+    Xg = X - x_all  # a shift of every word's features cancels in each fold's standardisation
+    others = None
+    chosen_all = []
+    for f, (test, train, y_mean, Yc, yy) in enumerate(zip(targets.folds, targets.train, targets.train_mean,
+                                                          targets.train_centred, targets.train_ss)):
+        n_tr = len(train)
+        mean, std = standardise_stats(X[:, train, :])
+        Z = (X[:, train, :] - mean) / std
+        Zte = (X[:, test, :] - mean) / std
+        if n_tr <= d:  # more dims than words: the dual, from the words' Gram matrix
+            evals, U = torch.linalg.eigh(Z @ Z.mT)
+            s, inv = _singular(evals)
+            C = U.mT @ Yc  # [S, k, T']
+            Zt = (Zte @ Z.mT) @ U * inv[:, None, :]  # test words in the singular basis
+        else:  # more words than dims: the primal, with Z'Yc from per-fold products shared by all folds
+            if others is None:
+                others = _leave_one_out_sums([Xg[:, t, :].mT @ targets.stacked[t] for t in targets.folds])
+            evals, V = torch.linalg.eigh(Z.mT @ Z)
+            s, inv = _singular(evals)
+            shift = (mean - x_all).mT  # [S, d, 1]: the training mean in globally centred units
+            ZtY = (others[f] - n_tr * shift * y_mean) / std.mT  # = Z'Yc for this fold's training words
+            C = (V.mT @ ZtY) * inv[:, :, None]
+            Zt = Zte @ V
+        chosen = _gcv_alphas(C, s, yy, n_tr, alphas)  # [S, T']
+        D = s[:, :, None] / (s[:, :, None] ** 2 + chosen[:, None, :])
+        out[:, test, :] = Zt @ (D * C) + y_mean
+        chosen_all.append(chosen)
+    return out, torch.stack(chosen_all, -2)
+
+
+def _leave_one_out_sums(blocks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """[sum of every block but the f-th for each f], from prefix and suffix sums (2K additions, not K^2)."""
+    K = len(blocks)
+    prefix, suffix = [None] * K, [None] * K
+    for f in range(1, K):
+        prefix[f] = blocks[0] if f == 1 else prefix[f - 1] + blocks[f - 1]
+    for f in range(K - 2, -1, -1):
+        suffix[f] = blocks[K - 1] if f == K - 2 else suffix[f + 1] + blocks[f + 1]
+    return [suffix[0] if f == 0 else prefix[f] if f == K - 1 else prefix[f] + suffix[f] for f in range(K)]
+
+
+def _singular(evals: torch.Tensor):
+    """Singular values from Gram eigenvalues; directions below 1e-10 of the largest get s = 0 (inv = 0)."""
+    s = evals.clamp_min(0).sqrt()
+    inv = torch.where(s > 1e-10 * s.amax(-1, keepdim=True), 1 / s, torch.zeros_like(s))
+    return torch.where(inv > 0, s, torch.zeros_like(s)), inv
 
 
 # -- live use -------------------------------------------------------------------------------

@@ -49,6 +49,6 @@ def tiny_bundle(tmp_path_factory, subset_csv):
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     cache = out.parent / "cache"
     args = ["build", "--model", "tiny", "--device", "cpu", "--ratings", str(subset_csv), "--steps", "3", "--folds", "5",
-            "--permutations", "10", "--bootstraps", "100", "--cache", str(cache), "--out", str(out), "--quiet"]
+            "--permutations", "10", "--cache", str(cache), "--out", str(out), "--quiet"]
     assert main(args) == 0
     return out

@@ -15,7 +15,7 @@ def _score(words, Y, ratings, random_init):
     cv = cross_validate(features["text.embedding"], Y, folds=10, seed=0, n_permutations=20)
     P, Yc = cv.centred(Y)
     nP, nY = cv.centred_null(Y)
-    return analysis.evaluate(P, Yc, ratings.attributes, ratings.groups, counts=analysis.bootstrap_counts(len(Y)), null_P=nP, null_Y=nY)
+    return analysis.evaluate(P, Yc, ratings.attributes, ratings.groups, folds=cv.folds, null_P=nP, null_Y=nY)
 
 
 def test_pretrained_minilm_decodes_human_ratings_far_above_random_weights(binder_csv):

@@ -22,7 +22,7 @@ def _scores(X, Y, n_permutations=0, seed=0):
     null = cv.centred_null(Y) if n_permutations else (None, None)
     attrs = [f"a{i}" for i in range(Y.shape[1])]
     groups = {a: ("g1" if i % 2 else "g2") for i, a in enumerate(attrs)}
-    return analysis.evaluate(P, Yc, attrs, groups, counts=analysis.bootstrap_counts(len(Y)), null_P=null[0], null_Y=null[1])
+    return analysis.evaluate(P, Yc, attrs, groups, folds=cv.folds, null_P=null[0], null_Y=null[1])
 
 
 def test_fixed_alpha_fit_equals_scikit_learn_ridge_on_standardised_features():
