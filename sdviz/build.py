@@ -33,7 +33,7 @@ class BuildConfig:
     seeds: tuple[int, ...] = (0,)
     scheduler: str = DEFAULT_SCHEDULER
     device: str | None = None
-    batch_size: int = 16
+    batch_size: int | None = None  # None: chosen for the device (extract.auto_batch_size)
     cache: str | None = None  # feature cache folder
     out: str | None = None  # bundle folder
     folds: int = 10
@@ -89,11 +89,14 @@ def extract(config: BuildConfig, pipe=None, timings: dict | None = None):
 
     timings = {} if timings is None else timings
     ratings = load_ratings(config.ratings, selection=config.selection, groups_json=config.groups)
+    from .extract import auto_batch_size
+
     with stage(timings, "load"):
-        encode, settings, slug, _ = source(config, pipe)
+        encode, settings, slug, pipe = source(config, pipe)
     cache = Path(config.cache) if config.cache else feature_cache_dir(slug)
+    batch_size = config.batch_size or auto_batch_size(pipe.sdviz.device if pipe is not None else config.device or "cpu")
     with stage(timings, "extract"):
-        features = extract_features(encode, ratings.words, cache, settings=settings, batch_size=config.batch_size,
+        features = extract_features(encode, ratings.words, cache, settings=settings, batch_size=batch_size,
                                     progress=config.progress)
     return features, ratings, settings, slug
 
@@ -107,6 +110,8 @@ def wordform_features(words: list[str]):
 
 def build(config: BuildConfig, pipe=None) -> BuildResult:
     """Extract -> cross-validate and score every representation x step -> fit -> maps -> bundle -> report."""
+    import threading
+
     import numpy as np
     import torch
 
@@ -114,6 +119,10 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    # UMAP compiles its numba code on first use (~9 s): do that on the side while features are extracted
+    warm = threading.Thread(target=maps.warm_up, name="sdviz-umap-warm-up", daemon=True) if config.maps else None
+    if warm:
+        warm.start()
     cache, ratings, settings, slug = extract(config, pipe, timings)
     Y = ratings.values
     reps = analysis.analyse(cache.features | {analysis.WORDFORM: wordform_features(cache.words)}, Y, ratings.attributes,
@@ -127,6 +136,8 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
             fitted[name] = probes.fit_ridge(Xs, torch.as_tensor(Y))
     map_names = [n for n in cache.features if n.startswith(MAP_PREFIXES)] if config.maps else []
     with stage(timings, "maps"):
+        if warm:
+            warm.join()
         map_tensors = maps.build_maps(cache.features, map_names, seed=config.seed, progress=config.progress) if map_names else {}
     per_step = [n for n, X in cache.features.items() if X.dim() == 3]
     dims = {n: int(X.shape[-1]) for n, X in cache.features.items()}

@@ -28,7 +28,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated noise seeds; features are averaged over them")
     p.add_argument("--scheduler", default=DEFAULT_SCHEDULER)
     p.add_argument("--device", default=None)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None, help="words per batch (default: chosen for the device)")
     p.add_argument("--cache", default=None, help="feature cache folder (default: cache/<model-slug>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -32,6 +32,15 @@ class FeatureCache:
     manifest: dict
 
 
+def auto_batch_size(device: str) -> int:
+    """Words per extraction batch for the device: 16 on CPU and MPS (bigger batches buy nothing there); on
+    CUDA as many as free memory allows, at about 1 GiB per prompt (SD 1.5 at 512 px with guidance), 4 to 64."""
+    if str(device).startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(min(64, max(4, free // 2**30)))
+    return 16
+
+
 def _process_grid() -> tuple[int, int, Callable[[], None]]:
     """(rank, world size, barrier) from accelerate when launched with several processes."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

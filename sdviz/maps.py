@@ -1,6 +1,8 @@
 """2-D maps of all dataset words per representation x step: z-score -> PCA -> UMAP.
 
-Each step's UMAP starts from the previous step's layout, so consecutive maps are comparable.
+Each step's UMAP starts from the previous step's layout (a short refinement: FIRST_EPOCHS for a
+representation's first map, LATER_EPOCHS after) and is then rotated onto it (Procrustes), so consecutive
+maps are aligned and a word's dot travels between steps instead of the cloud reshuffling.
 A new prompt is placed without refitting (UMAP models cannot be stored without pickle): at the
 inverse-distance-weighted mean position of its 5 nearest words in PCA space, which is also how
 UMAP's own `transform` initialises new points.
@@ -12,6 +14,8 @@ import torch
 PCA_DIMS = 50
 NEIGHBOURS = 15
 PLACE_K = 5
+FIRST_EPOCHS = 200
+LATER_EPOCHS = 50
 
 
 def _pca(Z: np.ndarray, dims: int) -> np.ndarray:
@@ -21,14 +25,38 @@ def _pca(Z: np.ndarray, dims: int) -> np.ndarray:
     return axes * np.sign(axes[np.abs(axes).argmax(0), range(axes.shape[1])])
 
 
+def warm_up() -> None:
+    """Compile UMAP's numba code (about 9 s, once per process) on a toy problem; build() runs this in a
+    thread while features are extracted, so the maps stage does not pay for it."""
+    import warnings
+
+    import umap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        D = _distances(np.random.default_rng(0).normal(size=(60, 3)))
+        first = umap.UMAP(n_neighbors=NEIGHBOURS, random_state=0, n_epochs=5, metric="precomputed").fit_transform(D)
+        umap.UMAP(n_neighbors=NEIGHBOURS, random_state=0, n_epochs=5, metric="precomputed", init=first).fit_transform(D)
+
+
+def _distances(points: np.ndarray) -> np.ndarray:
+    """Euclidean distances between all rows (UMAP's own small-data path computes these pair by pair in Python)."""
+    sq = (points**2).sum(1)
+    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * points @ points.T, 0))
+
+
+def _align(coords: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Rotate/reflect centred coords onto the previous layout (orthogonal Procrustes)."""
+    U, _, Vt = np.linalg.svd(coords.T @ previous)
+    return coords @ (U @ Vt)
+
+
 def build_maps(features: dict[str, torch.Tensor], names: list[str], *, seed: int = 0, progress: bool = True) -> dict:
     """{f"{name}.coords": [S, n, 2], .mean/.std: [S, d], .axes: [S, d, m], .points: [S, n, m]} as float32 tensors."""
     import warnings
 
     import umap  # heavy (numba): imported only when maps are built
     from tqdm.auto import tqdm
-
-    warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)  # seeded UMAP is single-threaded by design
 
     jobs = [(n, s) for n in names for s in range(features[n].shape[1] if features[n].dim() == 3 else 1)]
     out: dict[str, list] = {}
@@ -41,10 +69,15 @@ def build_maps(features: dict[str, torch.Tensor], names: list[str], *, seed: int
         Z = (X - mean) / std
         axes = _pca(Z, PCA_DIMS)
         points = Z @ axes
-        init = previous.get(name, "spectral")
-        reducer = umap.UMAP(n_neighbors=NEIGHBOURS, min_dist=0.1, random_state=seed, init=init, n_epochs=200)
-        coords = reducer.fit_transform(points)
+        first = name not in previous
+        reducer = umap.UMAP(n_neighbors=NEIGHBOURS, min_dist=0.1, random_state=seed, metric="precomputed",
+                            init="spectral" if first else previous[name], n_epochs=FIRST_EPOCHS if first else LATER_EPOCHS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # seeded UMAP is single-threaded by design; precomputed metric notes
+            coords = reducer.fit_transform(_distances(points))
         coords = (coords - coords.mean(0)) / (coords.std() + 1e-12)  # comparable scale across steps
+        if not first:
+            coords = _align(coords, previous[name])
         previous[name] = coords
         for key, value in (("coords", coords), ("mean", mean), ("std", std), ("axes", axes), ("points", points)):
             out.setdefault(f"{name}.{key}", []).append(torch.tensor(value, dtype=torch.float32))
