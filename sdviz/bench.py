@@ -3,6 +3,7 @@
     python -m sdviz.bench capture [--model tiny] [--steps 20] [--batch 4] [--repeats 15]
     python -m sdviz.bench probes  [--words 434] [--dim 1280] [--steps 10]
     python -m sdviz.bench app     [--model tiny]
+    python -m sdviz.bench build   [--model tiny] [--ratings CSV] [--v01-maps]
 """
 
 import argparse
@@ -220,6 +221,94 @@ def bench_app(args) -> None:
     print(f"per-step overhead of the app: {overhead * 1000:.0f} ms (ratio {statistics.median(per_step_app) / statistics.median(per_step_lib):.2f})")
 
 
+def bench_build(args) -> None:
+    """The whole `build` on a fresh cache with its stage breakdown, then side-by-side baselines in the same
+    process: the plain diffusers pipeline on the same prompts/steps/batch (extraction), a straightforward
+    scikit-learn loop (StandardScaler + RidgeCV(alpha_per_target=True) per fold) on one representation with
+    the same real + permuted targets (probes), and the maps' trustworthiness (sklearn) against v0.1's settings."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from sklearn.linear_model import RidgeCV
+    from sklearn.manifold import trustworthiness
+    from sklearn.preprocessing import StandardScaler
+
+    from .build import BuildConfig, build
+    from .extract import load_features
+    from .models import load_pipeline
+    from .probes import ALPHAS, cross_validate, load_bundle, prepare_targets
+    from .ratings import load_ratings
+
+    work = Path(tempfile.mkdtemp(prefix="sdviz-bench-build-"))
+    start = time.perf_counter()
+    pipe = load_pipeline(args.model, device=args.device)
+    load_s = time.perf_counter() - start
+    config = BuildConfig(model=args.model, ratings=args.ratings, device=args.device, cache=str(work / "cache"),
+                         out=str(work / "bundle"), progress=False)
+    result = build(config, pipe=pipe)
+    t = result.timings | {"load": load_s}
+    total = t["total"] + load_s
+    print(f"model={args.model} device={pipe.sdviz.device} words={result.report['n_words']} steps={config.steps} "
+          f"permutations={config.permutations} folds={config.folds} torch threads={torch.get_num_threads()}")
+    print("stage            seconds")
+    for name in ("load", "extract", "cross-validate", "metrics", "nulls", "fit", "maps", "save"):
+        print(f"  {name:<15}{t.get(name, 0.0):7.1f}")
+    print(f"  {'total':<15}{total:7.1f}")
+
+    cache = load_features(work / "cache")
+    manifest = cache.manifest
+    ratings = load_ratings(args.ratings)
+    prompts = [manifest["template"].format(word=w) for w in cache.words]
+    batch = manifest["batch_size"]
+    with torch.inference_mode():
+        begin = time.perf_counter()
+        for i in range(0, len(prompts), batch):
+            part = prompts[i : i + batch]
+            pipe(part, num_inference_steps=config.steps, guidance_scale=config.guidance, output_type="latent",
+                 generator=[torch.Generator("cpu").manual_seed(0) for _ in part])
+        plain = time.perf_counter() - begin
+    print(f"extraction vs plain diffusers (same {len(prompts)} prompts, batch {batch}, {config.steps} steps): "
+          f"{t['extract']:.1f} s vs {plain:.1f} s, ratio {t['extract'] / plain:.2f}")
+
+    name = args.probe_repr
+    X = cache.features[name].transpose(0, 1).double()
+    Y = ratings.values
+    targets = prepare_targets(Y, folds=config.folds, seed=config.seed, n_permutations=config.permutations)
+    begin = time.perf_counter()
+    cross_validate(X, Y, targets=targets)
+    ours = time.perf_counter() - begin
+    stacked = targets.stacked.numpy()
+    begin = time.perf_counter()
+    for step in range(X.shape[0]):
+        for test, train in zip(targets.folds, targets.train):
+            scaler = StandardScaler().fit(X[step, train].numpy())
+            model = RidgeCV(alphas=ALPHAS.numpy(), alpha_per_target=True).fit(scaler.transform(X[step, train].numpy()), stacked[train])
+            model.predict(scaler.transform(X[step, test].numpy()))
+    sk = time.perf_counter() - begin
+    print(f"probes for {name} ({X.shape[0]} steps x {config.folds} folds x {stacked.shape[1]} targets incl. "
+          f"{config.permutations} permutations): sdviz {ours:.2f} s, scikit-learn loop {sk:.2f} s, ratio {sk / ours:.1f}x")
+
+    bundle = load_bundle(result.path)
+    names = bundle.meta["maps"]
+    trust = [trustworthiness(bundle.maps[f"{n}.points"][s].numpy(), bundle.maps[f"{n}.coords"][s].numpy(), n_neighbors=15)
+             for n in names for s in range(bundle.maps[f"{n}.coords"].shape[0])]
+    print(f"maps: {len(trust)} in {t['maps']:.1f} s, trustworthiness (k=15) mean {np.mean(trust):.3f}, min {np.min(trust):.3f}")
+    if args.v01_maps:
+        from . import maps
+
+        old = (maps.FIRST_EPOCHS, maps.LATER_EPOCHS)
+        maps.FIRST_EPOCHS = maps.LATER_EPOCHS = 200
+        begin = time.perf_counter()
+        ref = maps.build_maps(cache.features, names, seed=config.seed, progress=False)
+        maps.FIRST_EPOCHS, maps.LATER_EPOCHS = old
+        trust = [trustworthiness(ref[f"{n}.points"][s].numpy(), ref[f"{n}.coords"][s].numpy(), n_neighbors=15)
+                 for n in names for s in range(ref[f"{n}.coords"].shape[0])]
+        print(f"maps with v0.1's 200 epochs at every step: {time.perf_counter() - begin:.1f} s, "
+              f"trustworthiness mean {np.mean(trust):.3f}, min {np.min(trust):.3f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sdviz.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -242,11 +331,17 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", default=os.environ.get("SDVIZ_BUNDLE"))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
+    bd = sub.add_parser("build", help="the whole build: stage breakdown and side-by-side baselines")
+    bd.add_argument("--model", default=os.environ.get("SDVIZ_MODEL", "tiny"))
+    bd.add_argument("--device", default=None)
+    bd.add_argument("--ratings", default=os.environ.get("SDVIZ_RATINGS"))
+    bd.add_argument("--probe-repr", default="unet.mid", help="representation for the scikit-learn comparison")
+    bd.add_argument("--v01-maps", action="store_true", help="also build the maps with v0.1's epochs for comparison")
     args = parser.parse_args(argv)
     from .errors import SdvizError
 
     try:
-        {"capture": bench_capture, "probes": bench_probes, "app": bench_app}[args.what](args)
+        {"capture": bench_capture, "probes": bench_probes, "app": bench_app, "build": bench_build}[args.what](args)
     except SdvizError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
