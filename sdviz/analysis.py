@@ -1,4 +1,4 @@
-"""The numbers sdviz reports (definitions in DESIGN.md): r with bootstrap CIs, 2v2, permutation
+"""The numbers sdviz reports (definitions in docs/methods.md): r with bootstrap CIs, 2v2, permutation
 p-values, attribute disambiguation and category separation. Pure functions on arrays."""
 
 import numpy as np
