@@ -6,6 +6,7 @@ first-run build calls the same function. Each stage's wall time is kept in `Buil
 """
 
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,8 +193,10 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
         if a not in missing["attributes"]:
             continue
         rated = torch.as_tensor(np.flatnonzero(~np.isnan(ratings.values[:, j])))
-        own = analysis.analyse({n: X[rated] for n, X in features.items()}, ratings.values[rated.numpy()][:, [j]], [a],
-                               {a: ratings.groups[a]}, None, progress=False, **common)
+        with warnings.catch_warnings():  # one attribute: no attribute pairs, so its disambiguation is empty (unused)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            own = analysis.analyse({n: X[rated] for n, X in features.items()}, ratings.values[rated.numpy()][:, [j]], [a],
+                                   {a: ratings.groups[a]}, None, progress=False, **common)
         for name, rep in reps.items():
             for k, res in enumerate(rep["results"]):
                 res["r"][j] = own[name]["results"][k]["r"][0]
