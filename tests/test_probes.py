@@ -124,7 +124,7 @@ def test_standardisation_is_scale_invariant_and_still_drops_constant_columns():
         torch.testing.assert_close(cv.predictions, base.predictions, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(analysis.pearson_columns(*cv.centred(Y)), r0, atol=1e-8)
         probe = fit_ridge(torch.as_tensor(X * scale), torch.as_tensor(Y))
-        assert probe.std[3] == 1 and torch.all(probe.weight[3] == 0)
+        assert probe.std[3] == 1 and probe.weight[3].abs().max() < 1e-12 * probe.weight.abs().max()  # rounding only
     assert r0.mean() > 0.3
 
 
