@@ -5,7 +5,7 @@ read-only forward hooks, leaving it (normally, on error, or on cancel) removes e
 `trace` runs a batch of prompts and returns all features; `stream` yields one `StepRecord` per
 step while the pipeline runs in a worker thread, and stops within one step when closed.
 
-Names (see DESIGN.md): clip.pooled, clip.mean, clip.layer{i} (once per prompt);
+Names (defined in docs/methods.md): clip.pooled, clip.mean, clip.layer{i} (once per prompt);
 unet.down{i}, unet.mid, unet.up{i}, latents (per step k = 0..S-1, k = 0 is pure noise).
 """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .build import DEFAULT_BUILD_STEPS
-from .config import DEFAULT_SCHEDULER, DEFAULT_TEMPLATE
+from .config import DEFAULT_SCHEDULER
 from .errors import SdvizError
 
 
@@ -20,16 +20,21 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
                    help="instead of --model: a sentence-transformers model (folder, hub id, or 'minilm') as a language-only reference")
     p.add_argument("--random-init", action="store_true", help="with --encoder: the same architecture with seeded random weights")
     p.add_argument("--ratings", default=None, help="ratings CSV/XLSX (default: $SDVIZ_RATINGS, else the file `data fetch binder` saved)")
-    p.add_argument("--selection", default="nouns", help="Binder word class: nouns (default), verbs, adjectives, all")
+    p.add_argument("--selection", default=None,
+                   help="Binder's table only: word class nouns (default), verbs, adjectives or all")
     p.add_argument("--groups", default=None, help="for other norms tables: JSON mapping attribute -> group")
-    p.add_argument("--template", default=DEFAULT_TEMPLATE)
+    p.add_argument("--attributes", default=None,
+                   help="attribute columns to use: comma-separated names, or one regular expression matching whole names")
+    p.add_argument("--template", default=None,
+                   help="prompt template with {word} or {a_word} ('a'/'an' + word); default: 'a photo of {a_word}' "
+                        "for nouns, '{word}' otherwise")
     p.add_argument("--steps", type=int, default=DEFAULT_BUILD_STEPS)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--seeds", default="0", help="comma-separated noise seeds; features are averaged over them")
     p.add_argument("--scheduler", default=DEFAULT_SCHEDULER)
     p.add_argument("--device", default=None)
     p.add_argument("--batch-size", type=int, default=None, help="words per batch (default: chosen for the device)")
-    p.add_argument("--cache", default=None, help="feature cache folder (default: cache/<model-slug>)")
+    p.add_argument("--cache", default=None, help="feature cache folder (default: $SDVIZ_CACHE or ~/.cache/sdviz, then features/<model-slug>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -88,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     ex.set_defaults(run=cmd_extract)
     bd = sub.add_parser("build", help="extract -> fit -> evaluate -> maps -> probe bundle -> HTML report")
     _add_source_args(bd)
-    bd.add_argument("--out", default=None, help="bundle folder (default: probes/<model-slug>)")
+    bd.add_argument("--out", default=None, help="bundle folder (default: $SDVIZ_HOME or ~/.local/share/sdviz, then probes/<model-slug>)")
     bd.add_argument("--folds", type=int, default=10)
     bd.add_argument("--seed", type=int, default=0)
     bd.add_argument("--permutations", type=int, default=100, help="permutation-null size (0: no null)")
@@ -113,6 +118,10 @@ def main(argv=None) -> int:
         args.run(args)
     except SdvizError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path the user gave cannot be read or written (permissions, full disk, a file for a folder)
+        print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}; check the paths you passed.",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; rerun the same command to resume.", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY_MODEL = "tiny"
-DEFAULT_TEMPLATE = "a photo of a {word}"
+DEFAULT_TEMPLATE = "a photo of {a_word}"  # {a_word}: the word with "a"/"an" (sdviz.ratings.fill_template)
 DEFAULT_SCHEDULER = "ddim"
 
 # Hard caps: a public Space must not be knocked over by one request.

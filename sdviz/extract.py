@@ -8,6 +8,7 @@ c % N == r, so the cache is the same files as a single-process run.
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from . import __version__
 from .config import DEFAULT_TEMPLATE
 from .errors import SdvizError
 from .io import atomic_write
+from .ratings import check_template, fill_template
 
 MANIFEST = "manifest.json"
 
@@ -59,6 +61,16 @@ def _shard_ok(path: Path, words: list[str]) -> bool:
         return False
 
 
+def _remove_stale_temporaries(cache: Path, chunks: set[int]) -> None:
+    """Delete temporary shard files (`.shard-00003.safetensors-*.tmp`) that a killed run left behind
+    (atomic_write removes its own on every exit it sees, but not after kill -9). Only this process's
+    chunks: another process of the same launch may be writing its own right now."""
+    for tmp in cache.glob(".shard-*.tmp"):
+        match = re.match(r"\.shard-(\d+)\.safetensors-", tmp.name)
+        if match and int(match.group(1)) in chunks:
+            tmp.unlink(missing_ok=True)
+
+
 def _check_manifest(cache: Path, manifest: dict) -> None:
     path = cache / MANIFEST
     if not path.exists():
@@ -96,6 +108,7 @@ def extract_features(
         atomic_write(cache / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     chunks = [words[i : i + batch_size] for i in range(0, len(words), batch_size)]
     mine = [c for c in range(len(chunks)) if c % world == rank]
+    _remove_stale_temporaries(cache, set(mine))
     todo = [c for c in mine if not _shard_ok(cache / f"shard-{c:05d}.safetensors", chunks[c])]
     bar = tqdm(total=sum(len(chunks[c]) for c in mine), initial=sum(len(chunks[c]) for c in mine if c not in todo),
                desc=f"extract[{rank}/{world}]" if world > 1 else "extract", unit="word", disable=not progress)
@@ -143,11 +156,10 @@ def diffusion_encoder(pipe, *, template: str = DEFAULT_TEMPLATE, seeds=(0,), ste
     """
     from .capture import trace
 
-    if "{word}" not in template:
-        raise SdvizError(f"The template {template!r} has no {{word}} placeholder, e.g. 'a photo of a {{word}}'.")
+    check_template(template)
 
     def encode(words: list[str]):
-        prompts = [template.format(word=w) for w in words]
+        prompts = [fill_template(template, w) for w in words]
         runs = [trace(pipe, prompts, seeds=s, steps=steps, guidance=guidance, layers=layers, decode=False) for s in seeds]
         features = {k: torch.stack([r.features[k] for r in runs]).mean(0) for k in runs[0].features}
         return features, runs[0].timesteps.tolist()
@@ -170,6 +182,7 @@ def text_encoder(model: str, *, template: str = DEFAULT_TEMPLATE, random_init: b
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    check_template(template)
     path = model
     if model == "minilm":
         try:
@@ -191,7 +204,7 @@ def text_encoder(model: str, *, template: str = DEFAULT_TEMPLATE, random_init: b
 
     @torch.inference_mode()
     def encode(words: list[str]):
-        batch = tokenizer([template.format(word=w) for w in words], padding=True, return_tensors="pt").to(device)
+        batch = tokenizer([fill_template(template, w) for w in words], padding=True, return_tensors="pt").to(device)
         out = net(**batch, output_hidden_states=True)
         mask = batch["attention_mask"][..., None].float()
         pooled = [((h * mask).sum(1) / mask.sum(1)).float().cpu() for h in out.hidden_states]

@@ -24,12 +24,31 @@ def atomic_write(target: Path, write: Callable[[str], None]) -> None:
 
 def cache_dir() -> Path:
     """Downloads and feature caches: $SDVIZ_CACHE, else ~/.cache/sdviz."""
-    return Path(os.environ.get("SDVIZ_CACHE", Path.home() / ".cache" / "sdviz"))
+    return Path(os.environ.get("SDVIZ_CACHE") or Path.home() / ".cache" / "sdviz")
+
+
+def data_dir() -> Path:
+    """Probe bundles sdviz builds: $SDVIZ_HOME, else $XDG_DATA_HOME/sdviz, else ~/.local/share/sdviz.
+    Never the package folder: after a plain `pip install` that is site-packages."""
+    if os.environ.get("SDVIZ_HOME"):
+        return Path(os.environ["SDVIZ_HOME"])
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "sdviz"
 
 
 def feature_cache_dir(slug: str) -> Path:
-    return ROOT / "cache" / slug
+    """Default --cache: <cache_dir>/features/<slug>."""
+    return cache_dir() / "features" / slug
 
 
 def bundle_dir(slug: str) -> Path:
-    return ROOT / "probes" / slug
+    """Default --out: <data_dir>/probes/<slug>."""
+    return data_dir() / "probes" / slug
+
+
+def find_bundle(slug: str) -> Path | None:
+    """The first probe bundle for `slug` among ./probes/<slug> (the current folder, e.g. a Space
+    repository), ROOT/probes/<slug> (a source checkout) and bundle_dir(slug); None if none has one."""
+    for candidate in (Path.cwd() / "probes" / slug, ROOT / "probes" / slug, bundle_dir(slug)):
+        if (candidate / "meta.json").is_file():
+            return candidate
+    return None

@@ -1,0 +1,72 @@
+"""Ways a probe bundle on disk can be damaged, for tests of everything that reads one.
+
+DAMAGE: (name, mutate(path), expected message regex). `mutate` edits a copy of a good bundle in
+place; `sdviz.probes.load_bundle` must then raise SdvizError matching the regex, the CLI must exit 2
+with one line, and the app must keep serving (it reuses this list).
+"""
+
+import json
+from pathlib import Path
+
+
+def _edit(name: str, change):
+    """mutate(path): load path/name as JSON, change(doc) -> new doc, write it back."""
+
+    def mutate(path: Path) -> None:
+        doc = json.loads((Path(path) / name).read_text())
+        (Path(path) / name).write_text(json.dumps(change(doc)))
+
+    return mutate
+
+
+def _without(key: str):
+    return lambda doc: {k: v for k, v in doc.items() if k != key}
+
+
+def _write(name: str, data: bytes):
+    return lambda path: (Path(path) / name).write_bytes(data)
+
+
+def _set(key: str, value):
+    return lambda doc: {**doc, key: value}
+
+
+def _first_result(change):
+    def edit(report):
+        first = next(iter(report["representations"].values()))
+        first["results"][0] = change(first["results"][0])
+        return report
+
+    return edit
+
+
+def _dataset_attributes_wrong(meta):
+    meta["dataset"]["attributes"] = "Vision"
+    return meta
+
+
+DAMAGE = [
+    ("meta.json is {}", _write("meta.json", b"{}"), r"bundle_version None.*rebuild it"),
+    ("meta.json is a list", _write("meta.json", b"[1, 2]"), r"bundle_version None|not a JSON object"),
+    ("meta.json without dims", _edit("meta.json", _without("dims")), r"meta.json has no \"dims\""),
+    ("meta.json without dataset", _edit("meta.json", _without("dataset")), r"meta.json has no \"dataset\""),
+    ("meta.json dims is a list", _edit("meta.json", _set("dims", [64])), r"meta.json \"dims\" is not an object"),
+    ("meta.json steps is text", _edit("meta.json", _set("steps", "3")), r"meta.json \"steps\" is not a whole number"),
+    ("meta.json attributes is text", _edit("meta.json", _dataset_attributes_wrong), r"\"attributes\" is not a list"),
+    ("meta.json words are numbers", _edit("meta.json", _set("words", [1, 2])), r"\"words\" holds something that is not a string"),
+    ("meta.json wrong bundle_version", _edit("meta.json", _set("bundle_version", 99)), r"bundle_version 99 .* reads version 1"),
+    ("meta.json without bundle_version", _edit("meta.json", _without("bundle_version")), r"bundle_version None"),
+    ("meta.json is not JSON", _write("meta.json", b"{half"), r"damaged \(.*\); rebuild it"),
+    ("report.json is {}", _write("report.json", b"{}"), r"report.json has no \"model\""),
+    ("report.json without representations", _edit("report.json", _without("representations")),
+     r"report.json has no \"representations\""),
+    ("report.json representations is a list", _edit("report.json", _set("representations", [])),
+     r"report.json \"representations\" is not an object"),
+    ("report.json mean_r is text", _edit("report.json", _first_result(_set("mean_r", "high"))), r"\"mean_r\" is not a number"),
+    ("report.json result without r", _edit("report.json", _first_result(_without("r"))), r"has no \"r\""),
+    ("report.json missing", lambda path: (Path(path) / "report.json").unlink(), r"damaged \(.*report.json.*\); rebuild it"),
+    ("probes.safetensors garbage", _write("probes.safetensors", b"\x00" * 64), r"probes.safetensors.*damaged"),
+    ("probes.safetensors missing", lambda path: (Path(path) / "probes.safetensors").unlink(), r"probes.safetensors.*damaged"),
+    ("maps.safetensors garbage", _write("maps.safetensors", b"garbage" * 10), r"maps.safetensors\) is damaged"),
+    ("maps.safetensors missing", lambda path: (Path(path) / "maps.safetensors").unlink(), r"maps.safetensors lacks the map"),
+]
