@@ -207,6 +207,8 @@ def bundle_card(bundle, repo_id: str | None = None) -> str:
         f"# sdviz probe bundle: {model}", "",
         f"Ridge probes that decode human-rated semantic attributes from the representations of **{model}**, "
         f"built with sdviz {meta.get('sdviz_version', __version__)}.",
+        *(["", "**The built-in `tiny` model has seeded random weights: this bundle is for trying sdviz out; its numbers "
+            "sit near the word-form baseline by design and say nothing about Stable Diffusion.**"] if model == "tiny" else []),
         "",
         "Use it in the sdviz app or CLI (downloaded once into the Hugging Face cache, then checked like a local bundle):",
         "", "```bash", f"SDVIZ_BUNDLE={where} python app.py --model {model}", f"python -m sdviz report {where}",
@@ -217,13 +219,13 @@ def bundle_card(bundle, repo_id: str | None = None) -> str:
         "words and the probes fitted to their ratings — the ratings' own terms apply to them.", "",
         "```bibtex", BINDER_CITATION, "```", "",
         "## Settings", "",
-        *(f"- {k}: `{v}`" for k, v in run.items() if v is not None),
-        *(f"- {k}: `{v}`" for k, v in settings.items() if k != "alphas"),
+        *(f"- {k}: `{v}`" for k, v in (run | settings).items() if v is not None and k != "alphas"),
         "",
         "## Summary (cross-validated, from report.json)", "",
         "Per representation, its best denoising step (k = 0 is pure noise) by mean r. r: Pearson correlation of held-out "
         "predictions with the ratings, scored within folds, with a 95% bootstrap CI over words; 2v2: pairwise "
-        "discrimination (chance 0.5); p: permutation p-value of mean r. `baseline.wordform` is a probe on word form alone.",
+        "discrimination (chance 0.5); p: permutation p-value of mean r. `baseline.wordform` is a probe on word form alone. "
+        "The best step is picked on these same numbers, so per-step rows are slightly optimistic; report.html has every step.",
         "", "| representation | best step | mean r [95% CI] | 2v2 | p |", "|---|---|---|---|---|", *rows, "",
         "## Files", "",
         "`probes.safetensors` (ridge weights per representation × step), `maps.safetensors` (UMAP maps), `meta.json`, "
