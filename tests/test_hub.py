@@ -177,6 +177,28 @@ def test_a_damaged_bundle_is_neither_pushed_nor_accepted_after_pull(remote, tiny
         hub.pull_bundle("someone/broken")
 
 
+def test_generic_folders_travel_as_datasets_too(remote, tmp_path):
+    """Recorded runs use the same helpers with repo_type="dataset"; temporaries of atomic_write stay home."""
+    runs = tmp_path / "runs"
+    (runs / "run-0").mkdir(parents=True)
+    (runs / "index.json").write_text('{"runs": ["run-0"]}')
+    (runs / "run-0" / "features.safetensors").write_bytes(bytes(range(256)))
+    (runs / ".index.json-abc.tmp").write_text("half-written")
+    (runs / "README.md").write_text("my own notes")  # replaced by the card in the upload, kept at home
+    url = hub.push_folder(runs, "someone/runs", "---\nlibrary_name: sdviz\n---\n# Recorded runs\n", repo_type="dataset")
+    assert url.endswith("/commit/0123abcd") and remote.calls[0][2] == "dataset"
+    local = hub.pull_folder("someone/runs", repo_type="dataset")
+    assert local.parent.parent.name == "datasets--someone--runs"
+    got = files(local)
+    assert got.pop("README.md").startswith(b"---\nlibrary_name: sdviz")
+    assert got == {"index.json": b'{"runs": ["run-0"]}', "run-0/features.safetensors": bytes(range(256))}
+    assert (runs / "README.md").read_text() == "my own notes" and (runs / ".index.json-abc.tmp").exists()
+    with pytest.raises(SdvizError, match="No model repository someone/runs"):  # a dataset is not a model repo
+        hub.pull_folder("someone/runs")
+    with pytest.raises(SdvizError, match="No folder at"):
+        hub.push_folder(tmp_path / "missing", "someone/runs", "card")
+
+
 def test_resolve_bundle(remote, tiny_bundle, tmp_path, monkeypatch):
     assert hub.resolve_bundle(tiny_bundle) == tiny_bundle  # a folder is used as is, no download
     assert hub.resolve_bundle(str(tiny_bundle)) == tiny_bundle
