@@ -1,4 +1,4 @@
-"""Command line: python -m sdviz build / extract / report / data fetch.
+"""Command line: python -m sdviz build / extract / report / bundle push|pull / data fetch.
 
 Errors a user can cause are printed as one line (no traceback) with exit status 2.
 """
@@ -71,8 +71,24 @@ def cmd_build(args):
 
 def cmd_report(args):
     from .build import write_report
+    from .hub import parse_hub_id, resolve_bundle
 
-    print(f"report written to {write_report(Path(args.bundle), Path(args.out) if args.out else None)}")
+    path = resolve_bundle(args.bundle)  # a folder, or a Hub id (downloaded into the HF cache and checked)
+    out = Path(args.out) if args.out else None
+    if out is None and not Path(args.bundle).is_dir():  # never write into the HF cache: beside the user instead
+        out = Path.cwd() / f"report-{parse_hub_id(args.bundle)[0].replace('/', '--')}.html"
+    print(f"report written to {write_report(path, out)}")
+
+
+def cmd_bundle(args):
+    from .hub import pull_bundle, push_bundle
+
+    if args.action == "push":
+        url = push_bundle(Path(args.path), args.repo_id, revision=args.revision, private=True if args.private else None)
+        print(f"pushed {args.path} to {url}\nuse it with SDVIZ_BUNDLE={args.repo_id} (or `--bundle {args.repo_id}`, "
+              f"`python -m sdviz report {args.repo_id}`)")
+    else:
+        print(pull_bundle(args.spec))
 
 
 def cmd_data(args):
@@ -100,9 +116,19 @@ def parser() -> argparse.ArgumentParser:
     bd.add_argument("--no-maps", action="store_true", help="skip the UMAP maps")
     bd.set_defaults(run=cmd_build)
     rp = sub.add_parser("report", help="write a bundle's self-contained HTML report")
-    rp.add_argument("bundle")
+    rp.add_argument("bundle", help="bundle folder, or Hub id OWNER/NAME[@revision]")
     rp.add_argument("--out", default=None)
     rp.set_defaults(run=cmd_report)
+    bu = sub.add_parser("bundle", help="share probe bundles on the Hugging Face Hub: bundle push / bundle pull")
+    bsub = bu.add_subparsers(dest="action", required=True)
+    bp = bsub.add_parser("push", help="check a bundle, write its model card and upload it: bundle push FOLDER OWNER/NAME")
+    bp.add_argument("path", help="bundle folder, e.g. probes/<model-slug>")
+    bp.add_argument("repo_id", help="Hub model repository OWNER/NAME (created if needed)")
+    bp.add_argument("--private", action="store_true", help="create the repository private")
+    bp.add_argument("--revision", default=None, help="branch to push to (created if needed; default main)")
+    bl = bsub.add_parser("pull", help="download a bundle into the HF cache, check it, print its folder")
+    bl.add_argument("spec", help="OWNER/NAME or OWNER/NAME@revision")
+    bu.set_defaults(run=cmd_bundle)
     dt = sub.add_parser("data", help="fetch a ratings dataset: data fetch binder")
     dt.add_argument("action", choices=["fetch"])
     dt.add_argument("dataset", choices=["binder"])
