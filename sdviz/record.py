@@ -66,7 +66,7 @@ def read_prompts(path: str | Path) -> list[str]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise SdvizError(f"Could not read the prompts file {path} ({err}). Give a UTF-8 text file with one prompt per line.") from None
-    prompts = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    prompts = list(dict.fromkeys(line.strip() for line in lines if line.strip() and not line.strip().startswith("#")))
     if not prompts:
         raise SdvizError(f"The prompts file {path} holds no prompts. Write one prompt per line ('#' starts a comment).")
     return prompts
