@@ -88,6 +88,12 @@ def decode(bundle, record: StepRecord) -> dict[str, list[float]]:
     return out
 
 
+def _model(pipe) -> tuple[str, bool]:
+    """(model id, is_tiny) of a pipeline from load_pipeline, or of a plain diffusers pipeline."""
+    info = getattr(pipe, "sdviz", None)
+    return (info.model_id, bool(info.is_tiny)) if info else (getattr(pipe, "name_or_path", None) or "unknown", False)
+
+
 def _write_json(path: Path, doc) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False), encoding="utf-8"))
 
@@ -120,10 +126,10 @@ def _record_one(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundl
     atomic_write(folder / "features.safetensors", lambda tmp: save_file(tensors, tmp))
     _write_png(folder / "image.png", records[-1].image)
     bundle_meta = _write_decoded(folder, bundle, records) if bundle is not None else None
-    info = pipe.sdviz
+    model, is_tiny = _model(pipe)
     meta = {
         "format": RUN_FORMAT, "version": VERSION, "id": folder.name, "prompt": prompt, "seed": seed, "steps": steps,
-        "guidance": float(guidance), "model": info.model_id, "is_tiny": bool(info.is_tiny),
+        "guidance": float(guidance), "model": model, "is_tiny": is_tiny,
         "scheduler": type(pipe.scheduler).__name__, "timesteps": [int(r.timestep) for r in records],
         "clip": {n: int(tensors[n].shape[-1]) for n in clip_names},
         "per_step": {n: int(tensors[n].shape[-1]) for n in step_names},
@@ -157,10 +163,9 @@ def record_runs(pipe, prompts: list[str], out: str | Path, *, seed: int = 0, ste
     except OSError as err:
         raise SdvizError(f"Could not create the recordings folder {out} ({err}). Choose another --out.") from None
     done = _finished_runs(out)
-    info = pipe.sdviz
     todo = []
     for prompt in prompts:
-        rid = run_id(prompt, seed, steps, guidance, info.model_id, type(pipe.scheduler).__name__)
+        rid = run_id(prompt, seed, steps, guidance, _model(pipe)[0], type(pipe.scheduler).__name__)
         if rid not in done:
             todo.append((prompt, rid))
         elif bundle is not None and (done[rid].meta.get("bundle") or {}).get("sha256") != _bundle_info(bundle)["sha256"]:
@@ -243,8 +248,8 @@ class RecordedRun:
                 step=k, steps=self.steps, timestep=self.timesteps[k],
                 features={n: features[n][k].clone() for n in self.meta["per_step"]},
                 clip={n: t.clone() for n, t in clip.items()},
-                preview=_read_png(self.path / "previews" / f"{k:03d}.png", self.meta["preview_size"]),
-                image=_read_png(self.path / "image.png", self.meta["image_size"]) if k == self.steps - 1 else None,
+                preview=_read_png(self.path, f"previews/{k:03d}.png", self.meta["preview_size"]),
+                image=_read_png(self.path, "image.png", self.meta["image_size"]) if k == self.steps - 1 else None,
             )
 
     def decoded(self) -> dict | None:
@@ -332,7 +337,9 @@ def _read_features(run: RecordedRun) -> dict[str, torch.Tensor]:
         with safe_open(path, framework="pt") as f:
             keys = set(f.keys())
             if keys != set(expected):
-                raise _damaged(run.path, f"features.safetensors holds {sorted(keys)}, run.json lists {sorted(expected)}")
+                missing, extra = sorted(set(expected) - keys), sorted(keys - set(expected))
+                raise _damaged(run.path, f"features.safetensors lacks {missing} and has unlisted {extra}" if extra
+                               else f"features.safetensors lacks {missing}" if missing else "")
             out = {}
             for name, shape in expected.items():
                 part = f.get_slice(name)
@@ -347,32 +354,34 @@ def _read_features(run: RecordedRun) -> dict[str, torch.Tensor]:
     return out
 
 
-def _check_png(path: Path, size) -> None:
+def _check_png(folder: Path, name: str, size) -> None:
     """Cheap check at load time: the file is there, is a PNG, and has the size run.json says (header only)."""
+    path = folder / name
     try:
         with path.open("rb") as f:
             head = f.read(24)
     except FileNotFoundError:
-        raise _damaged(path.parent, f"{path.name} is missing") from None
+        raise _damaged(folder, f"{name} is missing") from None
     except OSError as err:
-        raise _damaged(path.parent, f"{path.name} cannot be read: {err}") from None
+        raise _damaged(folder, f"{name} cannot be read: {err}") from None
     # PNG: signature, then the IHDR chunk with width and height as big-endian 32-bit numbers
     if len(head) < 24 or head[:8] != _PNG or head[12:16] != b"IHDR":
-        raise _damaged(path.parent, f"{path.name} is not a PNG image")
+        raise _damaged(folder, f"{name} is not a PNG image")
     if [int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")] != list(size):
-        raise _damaged(path.parent, f"{path.name} is not {size[0]}x{size[1]} pixels as run.json says")
+        raise _damaged(folder, f"{name} is not {size[0]}x{size[1]} pixels as run.json says")
 
 
-def _read_png(path: Path, size) -> Image.Image:
-    _check_png(path, size)
+def _read_png(folder: Path, name: str, size) -> Image.Image:
+    _check_png(folder, name, size)
+    path = folder / name
     try:
         with Image.open(path, formats=["PNG"]) as img:
             img.load()
             if img.mode != "RGB":
-                raise _damaged(path.parent, f"{path.name} is {img.mode}, not RGB")
+                raise _damaged(folder, f"{name} is {img.mode}, not RGB")
             return img.copy()  # a plain in-memory image; the file is closed
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise _damaged(path.parent, f"{path.name} cannot be decoded: {err}") from None
+        raise _damaged(folder, f"{name} cannot be decoded: {err}") from None
 
 
 def _read_decoded(run: RecordedRun) -> dict:
@@ -410,8 +419,8 @@ def _load_run(root: Path, rid) -> RecordedRun:
                       meta=meta)
     _read_features(run)
     for k in range(run.steps):
-        _check_png(folder / "previews" / f"{k:03d}.png", meta["preview_size"])
-    _check_png(folder / "image.png", meta["image_size"])
+        _check_png(folder, f"previews/{k:03d}.png", meta["preview_size"])
+    _check_png(folder, "image.png", meta["image_size"])
     run.decoded()
     return run
 
