@@ -102,14 +102,13 @@ def _write_png(path: Path, image: Image.Image) -> None:
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
-def _write_decoded(folder: Path, bundle, records) -> dict:
-    info = _bundle_info(bundle)
+def _write_decoded(folder: Path, bundle, info: dict, records) -> dict:
     doc = {"version": VERSION, "bundle": info, "steps": [decode(bundle, r) for r in records]}
     _write_json(folder / "decoded.json", doc)
     return info
 
 
-def _record_one(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundle, bar) -> dict:
+def _record_one(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundle, bundle_info, bar) -> dict:
     """Run one prompt through capture.stream and write its files; run.json last."""
     (folder / "previews").mkdir(parents=True, exist_ok=True)
     records = []
@@ -125,7 +124,7 @@ def _record_one(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundl
     tensors |= {n: torch.stack([r.features[n].float() for r in records]).contiguous() for n in step_names}
     atomic_write(folder / "features.safetensors", lambda tmp: save_file(tensors, tmp))
     _write_png(folder / "image.png", records[-1].image)
-    bundle_meta = _write_decoded(folder, bundle, records) if bundle is not None else None
+    bundle_meta = _write_decoded(folder, bundle, bundle_info, records) if bundle is not None else None
     model, is_tiny = _model(pipe)
     meta = {
         "format": RUN_FORMAT, "version": VERSION, "id": folder.name, "prompt": prompt, "seed": seed, "steps": steps,
@@ -157,6 +156,7 @@ def record_runs(pipe, prompts: list[str], out: str | Path, *, seed: int = 0, ste
         bundle = load_bundle(bundle)
     if bundle is not None:
         check_bundle_matches(bundle, pipe)
+    bundle_info = _bundle_info(bundle) if bundle is not None else None
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -168,9 +168,9 @@ def record_runs(pipe, prompts: list[str], out: str | Path, *, seed: int = 0, ste
         rid = run_id(prompt, seed, steps, guidance, _model(pipe)[0], type(pipe.scheduler).__name__)
         if rid not in done:
             todo.append((prompt, rid))
-        elif bundle is not None and (done[rid].meta.get("bundle") or {}).get("sha256") != _bundle_info(bundle)["sha256"]:
+        elif bundle is not None and (done[rid].meta.get("bundle") or {}).get("sha256") != bundle_info["sha256"]:
             run = done[rid]  # finished, but decoded with other probes (or none): decode again from disk, no model needed
-            meta = dict(run.meta, bundle=_write_decoded(out / rid, bundle, list(run.records())))
+            meta = dict(run.meta, bundle=_write_decoded(out / rid, bundle, bundle_info, list(run.records())))
             meta["bundle_model"] = meta["bundle"]["model"]
             _write_json(out / rid / "run.json", meta)
             run.meta = meta
@@ -182,7 +182,8 @@ def record_runs(pipe, prompts: list[str], out: str | Path, *, seed: int = 0, ste
         bar = tqdm(total=len(todo) * steps, desc=f"recording {len(todo)} run(s)", unit="step")
     try:
         for prompt, rid in todo:
-            metas[rid] = _record_one(pipe, out / rid, prompt, seed=seed, steps=steps, guidance=guidance, bundle=bundle, bar=bar)
+            metas[rid] = _record_one(pipe, out / rid, prompt, seed=seed, steps=steps, guidance=guidance, bundle=bundle,
+                                     bundle_info=bundle_info, bar=bar)
             _write_index(out, metas)  # after every run: an interrupted call keeps what it finished
     finally:
         if bar is not None:
@@ -211,7 +212,7 @@ def _finished_runs(out: Path) -> dict[str, "RecordedRun"]:
         try:
             done[rid] = _load_run(out, rid)
         except SdvizError as err:
-            log.warning("recording again: %s", err)
+            log.warning("left out of the index (recorded again when its prompt is given): %s", err)
     return done
 
 
