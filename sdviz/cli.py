@@ -1,4 +1,4 @@
-"""Command line: python -m sdviz build / extract / report / bundle push|pull / data fetch.
+"""Command line: python -m sdviz build / extract / report / bundle push|pull / record / data fetch.
 
 Errors a user can cause are printed as one line (no traceback) with exit status 2.
 """
@@ -100,6 +100,21 @@ def cmd_data(args):
     print(f"Binder et al. (2016) ratings verified and saved to {path}\nUse it with --ratings {path} (or it is found automatically).")
 
 
+def cmd_record(args):
+    from .models import load_pipeline
+    from .record import default_dir, read_prompts, record_runs
+
+    prompts = read_prompts(args.prompts)
+    pipe = load_pipeline(args.model, args.device)
+    if pipe.sdviz.warning:
+        print(f"note: {pipe.sdviz.warning}", file=sys.stderr)
+    out = Path(args.out) if args.out else default_dir(pipe.sdviz.slug)
+    path = record_runs(pipe, prompts, out, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                       bundle=args.bundle, progress=not args.quiet)
+    print(f"{len(prompts)} run(s) recorded in {path}; replay them with sdviz.record.load_recordings('{path}')")
+    return path
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sdviz", description="Probe Stable Diffusion for human semantic attributes.")
     p.add_argument("--version", action="version", version=f"sdviz {__version__}")
@@ -129,6 +144,17 @@ def parser() -> argparse.ArgumentParser:
     bl = bsub.add_parser("pull", help="download a bundle into the HF cache, check it, print its folder")
     bl.add_argument("spec", help="OWNER/NAME or OWNER/NAME@revision")
     bu.set_defaults(run=cmd_bundle)
+    rc = sub.add_parser("record", help="record complete runs (previews, features, decoded attributes, image) to replay without a GPU")
+    rc.add_argument("--prompts", required=True, help="text file: one prompt per line, '#' starts a comment")
+    rc.add_argument("--model", default="auto", help="HF id or folder of a Stable Diffusion checkpoint, 'tiny', or 'auto' (default)")
+    rc.add_argument("--bundle", default=None, help="probe bundle folder for this model: also store the decoded attributes")
+    rc.add_argument("--seed", type=int, default=0)
+    rc.add_argument("--steps", type=int, default=20)
+    rc.add_argument("--guidance", type=float, default=7.5)
+    rc.add_argument("--device", default=None)
+    rc.add_argument("--out", default=None, help="recordings folder (default: recordings/<model-slug>); rerun to resume")
+    rc.add_argument("--quiet", action="store_true", help="no progress bar")
+    rc.set_defaults(run=cmd_record)
     dt = sub.add_parser("data", help="fetch a ratings dataset: data fetch binder")
     dt.add_argument("action", choices=["fetch"])
     dt.add_argument("dataset", choices=["binder"])
