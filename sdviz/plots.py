@@ -70,6 +70,12 @@ def _legend_above(plot_px: float, gap_px: float) -> dict:
                 bgcolor="rgba(255,255,255,0)")
 
 
+def _legend_below() -> dict:
+    """A horizontal legend at the bottom of the figure; plotly grows the bottom margin to fit it at any width."""
+    return dict(orientation="h", x=0, xanchor="left", yref="container", y=0, yanchor="bottom", font=dict(size=12),
+                bgcolor="rgba(255,255,255,0)")
+
+
 def _stagger(values: list[float], px_per_unit: float, min_px: float = 16) -> list[float]:
     """Positions as close to `values` as possible but at least min_px apart on screen (for margin labels)."""
     if not values:
@@ -124,12 +130,12 @@ def _result(report: dict, name: str, step: int | None = None) -> dict:
     return res[-1 if step is None else step] if report["representations"][name]["per_step"] else res[0]
 
 
-def _chance_text(report: dict, name: str, metric: str, chance: float | None, step: int | None = None) -> str:
-    """'chance 0.50' or, where the report holds a permutation null, 'chance 0.50 ± 0.12 (shuffled)'."""
+def _chance_text(report: dict, name: str, metric: str, chance: float | None, step: int | None = None) -> tuple[str, dict]:
+    """('chance 0.5', numbers) or, where the report holds a permutation null, ('shuffled-ratings null 0.49 ± 0.07', ...)."""
     null = _result(report, name, step).get(f"null_{metric}")
     if null:
-        return f"shuffled-ratings null {null[0]:.2f} ± {null[1]:.2f}"
-    return "" if chance is None else f"chance {chance:g}"
+        return f"shuffled-ratings null {null[0]:.2f} ± {null[1]:.2f}", {"null_mean": null[0], "null_sd": null[1]}
+    return ("", {}) if chance is None else (f"chance {chance:g}", {"chance": chance})
 
 
 # -- line charts ---------------------------------------------------------------------------------
@@ -198,9 +204,9 @@ def metric_curve(report: dict, metric: str, ylabel: str, title: str, chance: flo
     pad = max(hi - lo, 0.05) * 0.08
     y_range = [lo - pad, hi + pad]
     n_legend = len(highlight) + grey_legend
-    top = TITLE_PX + (NOTE_PX if note else 0) + LEGEND_ROW_PX * math.ceil(max(n_legend, 1) / 2) + 6
+    top = TITLE_PX + (NOTE_PX if note else 0) + 6
     bottom = 60
-    plot_px = height - top - bottom
+    plot_px = height - top - bottom - LEGEND_ROW_PX * n_legend  # the legend below may take a row per entry on a phone
     placed = _stagger([v for v, _, _ in margin_labels], plot_px / (y_range[1] - y_range[0]))
     right = 14 + 7.5 * max((len(t) for _, t, _ in margin_labels), default=0)
     for (_, text, c), y in zip(margin_labels, placed):
@@ -208,7 +214,7 @@ def metric_curve(report: dict, metric: str, ylabel: str, title: str, chance: flo
                            font=dict(size=12, color=c), align="left")
     full = f"Figure {number}. {title}" if number else title
     fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=_title(full, note),
-                      margin=dict(l=64, r=int(right), t=top, b=bottom), legend=_legend_above(plot_px, 4),
+                      margin=dict(l=64, r=int(right), t=top, b=bottom), legend=_legend_below(),
                       xaxis=dict(title=STEP_AXIS, range=[-0.3, steps - 1 + 0.3], dtick=max(1, steps // 10)),
                       yaxis=dict(title=ylabel, range=y_range), hovermode="closest")
     _note(fig, note, top, plot_px, 64)
@@ -216,7 +222,7 @@ def metric_curve(report: dict, metric: str, ylabel: str, title: str, chance: flo
 
 
 def decoding_curve(report: dict, **kwargs) -> go.Figure:
-    return metric_curve(report, "mean_r", "mean r over attributes (held-out words)",
+    return metric_curve(report, "mean_r", "mean r (held-out words)",
                         "Decoding human ratings, step by step", chance=0.0, ci="mean_r_ci", **kwargs)
 
 
@@ -232,7 +238,7 @@ def disambiguation_curve(report: dict, **kwargs) -> go.Figure:
 
 def separation_curve(report: dict, **kwargs) -> go.Figure:
     first = next(iter(report["representations"].values()))["results"][0]
-    return metric_curve(report, "knn_accuracy", f"category of the {report['settings']['knn_k']} nearest words right",
+    return metric_curve(report, "knn_accuracy", "category guessed right",
                         "Do object categories stay apart?", chance=round(first.get("knn_chance", 0), 3), **kwargs)
 
 
@@ -244,10 +250,10 @@ def closeness_curve(steps: list[int], to_clip: list[float], to_human: list[float
         fig.add_trace(go.Scatter(x=steps, y=to_human, mode="lines+markers", name="UNet's profile vs human ratings",
                                  line=dict(color=HUMAN_COLOR, width=3)))
     fig.add_hline(y=0, line=dict(dash="dot", color="#777"), annotation_text="0 = unrelated", annotation_position="bottom right")
-    height, top, bottom = 320, TITLE_PX + LEGEND_ROW_PX + 6, 60
+    height, top, bottom = 340, TITLE_PX + 6, 60
     fig.update_layout(template="plotly_white", font=dict(size=13), height=height,
                       title=_title("How alike are the decoded attribute profiles?"), margin=dict(l=64, r=20, t=top, b=bottom),
-                      legend=_legend_above(height - top - bottom, 4), xaxis_title=STEP_AXIS,
+                      legend=_legend_below(), xaxis_title=STEP_AXIS,
                       yaxis_title="r over the 65 attributes (1 = same)",
                       xaxis_range=[-0.5, max(total_steps - 0.5, 0.5)], yaxis_range=[-1.05, 1.05])
     return fig
@@ -259,6 +265,9 @@ def group_bars(report: dict, names: list[str], steps: list[int | None], *, numbe
     """Mean r per attribute domain with 95% bootstrap CIs, one bar series per (representation, step)."""
     groups = report["group_names"]
     S = report.get("steps")
+    roles = default_highlight(report)  # the same colour for the same representation as in the line charts
+    spare = iter(["#7fa7d6", "#2e8b57", "#8e44ad", "#d35400"])
+    colours = [ROLE_COLORS[roles.index(n)] if n in roles else next(spare, GREY) for n in names]
     fig = go.Figure()
     for i, (name, step) in enumerate(zip(names, steps)):
         res = report["representations"][name]["results"][step or 0]
@@ -266,18 +275,18 @@ def group_bars(report: dict, names: list[str], steps: list[int | None], *, numbe
         err_hi = [res["group_r_ci"][g][1] - v for g, v in zip(groups, y)]
         err_lo = [v - res["group_r_ci"][g][0] for g, v in zip(groups, y)]
         name_text = label(name) if step is None else f"{label(name)}, {step_text(step, S) if S else f'step {step}'}"
-        fig.add_trace(go.Bar(x=groups, y=y, name=name_text, marker_color=ROLE_COLORS[i % len(ROLE_COLORS)],
+        fig.add_trace(go.Bar(x=groups, y=y, name=name_text, marker_color=colours[i],
                              hovertemplate=f"{html.escape(label_with_id(name))}<br>%{{x}}: r = %{{y:.3f}}<extra></extra>",
                              error_y=dict(type="data", array=err_hi, arrayminus=err_lo, visible=True, thickness=1.2)))
-    fig.add_hline(y=0, line=dict(dash="dot", color="#777"), annotation_text="chance 0", annotation_position="top right")
-    top = TITLE_PX + (NOTE_PX if note else 0) + LEGEND_ROW_PX * math.ceil(max(len(names), 1) / 2) + 6
+    fig.add_hline(y=0, line=dict(dash="dot", color="#777"))
+    top = TITLE_PX + (NOTE_PX if note else 0) + 6
     bottom = 100
     fig.update_layout(template="plotly_white", font=dict(size=13), height=height, barmode="group",
                       title=_title(f"Figure {number}. Decoding by attribute domain" if number else
                                    "Decoding by attribute domain", note),
-                      margin=dict(l=64, r=20, t=top, b=bottom), legend=_legend_above(height - top - bottom, 4),
+                      margin=dict(l=64, r=20, t=top, b=bottom), legend=_legend_below(),
                       xaxis=dict(title="attribute domain (Binder et al. 2016)", tickangle=-35),
-                      yaxis_title="mean r (held-out words, 95% CI)")
+                      yaxis_title="mean r, 95% CI (chance 0, dotted)")
     _note(fig, note, top, height - top - bottom, 64)
     return fig
 
@@ -322,7 +331,7 @@ def attribute_bars(attributes: list[str], groups: dict[str, str], series: dict[s
     width = 0.84 / m
     lo_edge, hi_edge = SCALE[0] - 0.35, SCALE[1] + 0.35
     fig = go.Figure()
-    outside = {"x": [], "y": [], "symbol": [], "color": [], "text": [], "hover": []}
+    outside = {"x": [], "y": [], "symbol": [], "color": [], "text": [], "hover": [], "where": []}
     any_faded = False
     for i, (name, values) in enumerate(series.items()):
         values = np.asarray(values, float)
@@ -352,12 +361,14 @@ def attribute_bars(attributes: list[str], groups: dict[str, str], series: dict[s
                                      ("triangle-up" if above else "triangle-down"))
             outside["color"].append(colour)
             outside["text"].append(f"{values[j]:.1f}")
+            outside["where"].append(("middle right" if above else "middle left") if horizontal else
+                                    ("top center" if above else "bottom center"))
             outside["hover"].append(f"{names[j]}: {shown_name} {values[j]:.2f} ({'above 6' if above else 'below 0'}, off the scale)")
     if outside["x"]:
         few = len(outside["x"]) <= 8  # print the values only where they cannot crowd each other
         coords = dict(x=outside["y"], y=outside["x"]) if horizontal else dict(x=outside["x"], y=outside["y"])
         fig.add_trace(go.Scatter(**coords, mode="markers+text" if few else "markers", text=outside["text"],
-                                 textposition="middle right" if horizontal else "top center", textfont=dict(size=10),
+                                 textposition=outside["where"], textfont=dict(size=10),
                                  marker=dict(symbol=outside["symbol"], color=outside["color"], size=9),
                                  name=f"{'◀▶' if horizontal else '▲▼'} off the 0–6 scale (bar cut at the edge)", hovertext=outside["hover"],
                                  hovertemplate="%{hovertext}<extra></extra>"))
@@ -433,7 +444,7 @@ def corr_heatmap(matrix, attributes: list[str], title: str, *, groups: dict[str,
 
 
 # -- maps ----------------------------------------------------------------------------------------
-def _truncate(text: str, n: int = 40) -> str:
+def _truncate(text: str, n: int = 32) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
@@ -479,19 +490,21 @@ def _star(xy: np.ndarray, here, here_label: str) -> tuple[go.Scatter, list[dict]
     d = d / np.linalg.norm(d)
     note = dict(x=here[0], y=here[1], xref="x", yref="y", text=html.escape(text), showarrow=True, arrowhead=2, arrowwidth=1.5,
                 ax=float(50 * d[0]), ay=float(-50 * d[1]), xanchor="left" if d[0] >= 0 else "right",
-                yanchor="bottom" if d[1] >= 0 else "top", bgcolor="rgba(255,255,255,0.85)", bordercolor="#333", borderwidth=1,
+                yanchor="bottom" if d[1] >= 0 else "top", bgcolor="rgba(255,255,255,0.7)", bordercolor="#333", borderwidth=1,
                 font=dict(size=12, color="black"))
     star = go.Scatter(x=[here[0]], y=[here[1]], mode="markers", name=text, hovertemplate=html.escape(text) + "<extra></extra>",
                       marker=dict(size=18, color="black", symbol="star", line=dict(width=1, color="white")))
     return star, [note]
 
 
-def _map_layout(title: str, n_groups: int, height: int, bottom: int, note: str | None = None) -> dict:
-    top = TITLE_PX + (NOTE_PX if note else 0) + LEGEND_ROW_PX * math.ceil(n_groups / 3) + 6
+def _map_layout(title: str, n_groups: int, height: int, bottom: int, note: str | None = None, below: bool = True) -> dict:
+    """Legend below the map (plotly makes room at any width), or above it when the animation controls sit below:
+    then room for two entries per row (a phone) is reserved."""
+    top = TITLE_PX + (NOTE_PX if note else 0) + (0 if below else LEGEND_ROW_PX * math.ceil(n_groups / 2)) + 6
     axis = dict(showticklabels=False, showgrid=False, zeroline=False, title=None)
+    legend = _legend_below() if below else _legend_above(height - bottom, 4)
     return dict(template="plotly_white", font=dict(size=13), height=height + top, title=_title(title, note),
-                margin=dict(l=16, r=16, t=top, b=bottom),
-                legend=_legend_above(height - bottom, 4) | dict(font=dict(size=11), itemsizing="constant", entrywidth=0),
+                margin=dict(l=16, r=16, t=top, b=bottom), legend=legend | dict(font=dict(size=12), itemsizing="constant"),
                 xaxis=axis, yaxis=axis, hovermode="closest", dragmode="pan")
 
 
@@ -530,7 +543,7 @@ def embedding_map_animation(coords: np.ndarray, words: list[str], categories: li
     pad = (hi - lo) * 0.06 + 1e-6
     has_star = any(h is not None for h in here)
     bottom = 120  # Play/Pause on one row, the slider under it
-    layout = _map_layout(title, len(groups) + has_star, height, bottom, note)
+    layout = _map_layout(title, len(groups) + has_star, height, bottom, note, below=False)
     fixed = [_note_annotation(note, layout["margin"]["t"], height - bottom, 16)] if note else []
 
     def step_data(k):
@@ -599,12 +612,14 @@ def _vs(report: dict, metric: str, a: str, b: str, chance_text: str, unit: str) 
 
 def _curve_takeaway(report: dict, metric: str, unit: str, chance: float) -> tuple[str, dict]:
     refs, best = reference_names(report), best_per_step(report)
+    chance_text, values = _chance_text(report, best or refs[0], metric, chance)
     if refs and best:
-        text, values = _vs(report, metric, refs[0], best, _chance_text(report, best, metric, chance), unit)
+        text, quoted = _vs(report, metric, refs[0], best, chance_text, unit)
+        values |= quoted
     else:
         name = (refs or [best])[0]
-        values = {name: _result(report, name)[metric]}
-        text = f"{label(name)}: {unit} {values[name]:.2f} ({_chance_text(report, name, metric, chance)})."
+        values[name] = _result(report, name)[metric]
+        text = f"{label(name)}: {unit} {values[name]:.2f} ({chance_text})."
     if "baseline.wordform" in report["representations"] and metric in _result(report, "baseline.wordform"):
         v = _result(report, "baseline.wordform")[metric]
         values["baseline.wordform"] = v
@@ -617,9 +632,10 @@ def _trend_takeaway(report: dict, metric: str, unit: str, chance: float) -> tupl
     res = report["representations"][best]["results"]
     first, last = res[0][metric], res[-1][metric]
     verb = "rises" if last > first else "falls" if last < first else "stays"
-    text = (f"{label(best)}: {unit} {verb} from {first:.2f} at step 0 to {last:.2f} at step {len(res) - 1} "
-            f"({_chance_text(report, best, metric, chance)}).")
-    return text, {f"{best}@0": first, f"{best}@{len(res) - 1}": last}
+    chance_text, values = _chance_text(report, best, metric, chance)
+    text = (f"{label(best)}: {unit} {verb} from {first:.2f} at step 0 to {last:.2f} at {step_text(len(res) - 1, len(res))} "
+            f"({chance_text}).")
+    return text, values | {f"{best}@0": first, f"{best}@{len(res) - 1}": last}
 
 
 def _upper(matrix) -> np.ndarray:
