@@ -155,7 +155,9 @@ def metric_curve(report: dict, metric: str, ylabel: str, title: str, chance: flo
     refs += [n for n in highlight if n not in refs and not reps[n]["per_step"] and metric in reps[n]["results"][0]]
     steps = max((len(reps[n]["results"]) for n in per_step), default=1)
     xs = list(range(steps))
-    x_ref = [-0.15, steps - 1 + 0.15]
+    pad = 0.3 + 0.03 * (steps - 1)  # room right of the last step for the flat lines' CI bars, side by side
+    x_ref = [-pad / 2, steps - 1 + pad / 2]
+    ref_ci = 0
     colour = {n: ROLE_COLORS[i % len(ROLE_COLORS)] for i, n in enumerate(highlight)}
     fig = go.Figure()
     values: list[float] = [] if chance is None else [chance]
@@ -185,7 +187,8 @@ def metric_curve(report: dict, metric: str, ylabel: str, title: str, chance: flo
             elif ci and ci in res[0]:  # a flat line's CI: one error bar at its right end, not a band over everything
                 lo, hi = res[0][ci]
                 values += [lo, hi]
-                fig.add_trace(go.Scatter(x=[x[1]], y=[y[0]], mode="markers", marker=dict(color=c, size=5), showlegend=False,
+                ref_ci += 1
+                fig.add_trace(go.Scatter(x=[steps - 1 + pad * (0.2 + 0.25 * ref_ci)], y=[y[0]], mode="markers", marker=dict(color=c, size=5), showlegend=False,
                                          legendgroup=name, hovertemplate=f"95% CI [{lo:.3f}, {hi:.3f}]<extra></extra>",
                                          error_y=dict(type="data", symmetric=False, array=[hi - y[0]], arrayminus=[y[0] - lo],
                                                       color=c, thickness=2, width=6)))
@@ -215,7 +218,7 @@ def metric_curve(report: dict, metric: str, ylabel: str, title: str, chance: flo
     full = f"Figure {number}. {title}" if number else title
     fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=_title(full, note),
                       margin=dict(l=64, r=int(right), t=top, b=bottom), legend=_legend_below(),
-                      xaxis=dict(title=STEP_AXIS, range=[-0.3, steps - 1 + 0.3], dtick=max(1, steps // 10)),
+                      xaxis=dict(title=STEP_AXIS, range=[-pad, steps - 1 + pad * 1.1], dtick=max(1, steps // 10)),
                       yaxis=dict(title=ylabel, range=y_range), hovermode="closest")
     _note(fig, note, top, plot_px, 64)
     return fig
@@ -369,6 +372,7 @@ def attribute_bars(attributes: list[str], groups: dict[str, str], series: dict[s
         coords = dict(x=outside["y"], y=outside["x"]) if horizontal else dict(x=outside["x"], y=outside["y"])
         fig.add_trace(go.Scatter(**coords, mode="markers+text" if few else "markers", text=outside["text"],
                                  textposition=outside["where"], textfont=dict(size=10),
+                                 cliponaxis=False,
                                  marker=dict(symbol=outside["symbol"], color=outside["color"], size=9),
                                  name=f"{'◀▶' if horizontal else '▲▼'} off the 0–6 scale (bar cut at the edge)", hovertext=outside["hover"],
                                  hovertemplate="%{hovertext}<extra></extra>"))
