@@ -7,7 +7,6 @@ come from `report_items`.
 """
 
 import html
-import math
 
 import numpy as np
 import plotly.graph_objects as go
@@ -64,10 +63,13 @@ def _dark(hex_color: str, f: float = 0.62) -> str:
     return "#" + "".join(f"{int(int(h[i:i + 2], 16) * f):02x}" for i in (0, 2, 4))
 
 
-def _legend_above(plot_px: float, gap_px: float) -> dict:
-    """A horizontal legend that grows upwards from gap_px above the plot area (space reserved by the top margin)."""
-    return dict(orientation="h", x=0, xanchor="left", y=1 + gap_px / max(plot_px, 1), yanchor="bottom", font=dict(size=12),
-                bgcolor="rgba(255,255,255,0)")
+def _legend_under_title(height: int, note: str | None = None) -> dict:
+    """A horizontal legend right under the title, the note as its heading; plotly pushes the plot down when it wraps."""
+    legend = dict(orientation="h", x=0, xanchor="left", yref="container", y=1 - TITLE_PX / height, yanchor="top",
+                  font=dict(size=12), bgcolor="rgba(255,255,255,0)")
+    if note:
+        legend["title"] = dict(text=html.escape(note), side="top", font=dict(size=13, color="#555"))
+    return legend
 
 
 def _legend_below() -> dict:
@@ -220,7 +222,7 @@ def metric_curve(report: dict, metric: str, ylabel: str, title: str, chance: flo
                       margin=dict(l=64, r=int(right), t=top, b=bottom), legend=_legend_below(),
                       xaxis=dict(title=STEP_AXIS, range=[-pad, steps - 1 + pad * 1.1], dtick=max(1, steps // 10)),
                       yaxis=dict(title=ylabel, range=y_range), hovermode="closest")
-    _note(fig, note, top, plot_px, 64)
+    _note(fig, note, top, height - top - bottom, 64)
     return fig
 
 
@@ -382,16 +384,14 @@ def attribute_bars(attributes: list[str], groups: dict[str, str], series: dict[s
     # domain bands and their names
     row_px = max(16, 7 * m + 4)
     n_legend = len(fig.data)
-    legend_rows = n_legend if horizontal else math.ceil(n_legend / 2)
-    domain_px = 0 if (domain_means or horizontal) else 34
-    top = TITLE_PX + (NOTE_PX if note else 0) + LEGEND_ROW_PX * legend_rows + domain_px + 6
+    # the legend (with the note as its heading) hangs under the title; plotly grows the top margin when it wraps
+    top = TITLE_PX + (NOTE_PX if note else 0) + LEGEND_ROW_PX + 8
     if horizontal:
         bottom = 56
-        height = height or int(top + bottom + row_px * n)
+        height = height or int(top + LEGEND_ROW_PX * (n_legend - 1) + bottom + row_px * n)
     else:
         bottom = 90 if domain_means else 112
         height = height or 560
-    plot_px = height - top - bottom
     for k, (g, a, b) in enumerate(runs):
         c = domain_colour[g]
         band = dict(type="rect", layer="below", line=dict(width=0), fillcolor=_rgba(c, 0.16 if k % 2 == 0 else 0.24))
@@ -404,10 +404,11 @@ def attribute_bars(attributes: list[str], groups: dict[str, str], series: dict[s
         if horizontal:
             fig.add_annotation(x=1, xref="paper", xanchor="left", xshift=4, y=(a + b) / 2, yref="y", text=html.escape(g),
                                showarrow=False, font=dict(size=11, color=_dark(c)), hovertext=g)
-        else:  # two staggered rows, so neighbouring one-attribute domains never print over each other
-            fig.add_annotation(x=(a + b) / 2, xref="x", y=1, yref="paper", yanchor="bottom", yshift=2 + 16 * (k % 2),
+        else:  # inside the band above the scale, two staggered rows: one-attribute neighbours never print over each other
+            fig.add_annotation(x=(a + b) / 2, xref="x", y=SCALE[1] + 1.15 + 0.55 * (k % 2), yref="y", yanchor="middle",
                                text=html.escape(g), showarrow=False, font=dict(size=11, color=_dark(c)), hovertext=g)
-    value_axis = dict(title="rating (0–6 scale)", range=[lo_edge - 0.5, hi_edge + 0.5], tickvals=list(range(7)),
+    head = 0.5 if (domain_means or horizontal) else 1.65  # room above the scale for the domain names
+    value_axis = dict(title="rating (0–6 scale)", range=[lo_edge - 0.5, hi_edge + head], tickvals=list(range(7)),
                       zeroline=True, zerolinecolor="#999")
     name_axis = dict(tickvals=pos.tolist(), ticktext=names, range=[-0.6, n - 0.4], showgrid=False,
                      title="attribute domain" if domain_means else None)
@@ -422,8 +423,7 @@ def attribute_bars(attributes: list[str], groups: dict[str, str], series: dict[s
         layout_axes = dict(xaxis=name_axis, yaxis=value_axis)
         margin = dict(l=64, r=20, t=top, b=bottom)
     fig.update_layout(template="plotly_white", font=dict(size=13), height=height, barmode="overlay", bargap=0,
-                      title=_title(title, note), margin=margin, legend=_legend_above(plot_px, 4 + domain_px), **layout_axes)
-    _note(fig, note, top, plot_px, margin["l"])
+                      title=_title(title), margin=margin, legend=_legend_under_title(height, note), **layout_axes)
     return fig
 
 
@@ -501,12 +501,11 @@ def _star(xy: np.ndarray, here, here_label: str) -> tuple[go.Scatter, list[dict]
     return star, [note]
 
 
-def _map_layout(title: str, n_groups: int, height: int, bottom: int, note: str | None = None, below: bool = True) -> dict:
-    """Legend below the map (plotly makes room at any width), or above it when the animation controls sit below:
-    then room for two entries per row (a phone) is reserved."""
-    top = TITLE_PX + (NOTE_PX if note else 0) + (0 if below else LEGEND_ROW_PX * math.ceil(n_groups / 2)) + 6
+def _map_layout(title: str, height: int, bottom: int, note: str | None = None, below: bool = True) -> dict:
+    """Legend below the map, or under the title when the animation controls sit below; plotly makes room at any width."""
+    top = TITLE_PX + (NOTE_PX if note else 0) + (0 if below else LEGEND_ROW_PX + 2) + 6
     axis = dict(showticklabels=False, showgrid=False, zeroline=False, title=None)
-    legend = _legend_below() if below else _legend_above(height - bottom, 4)
+    legend = _legend_below() if below else _legend_under_title(height + top, note)
     return dict(template="plotly_white", font=dict(size=13), height=height + top, title=_title(title, note),
                 margin=dict(l=16, r=16, t=top, b=bottom), legend=legend | dict(font=dict(size=12), itemsizing="constant"),
                 xaxis=axis, yaxis=axis, hovermode="closest", dragmode="pan")
@@ -525,7 +524,7 @@ def embedding_map(coords: np.ndarray, words: list[str], categories: list[str] | 
     groups = _map_groups(words, categories, super_categories)
     star, notes = _star(xy, here, here_label)
     fig = go.Figure(_map_traces(xy, words, categories, super_categories, groups, only) + ([star] if here is not None else []))
-    fig.update_layout(**_map_layout(title, len(groups) + (here is not None), height, 16, note), annotations=notes)
+    fig.update_layout(**_map_layout(title, height, 16, note), annotations=notes)
     _note(fig, note, fig.layout.margin.t, height - 16, 16)
     return fig
 
@@ -547,8 +546,8 @@ def embedding_map_animation(coords: np.ndarray, words: list[str], categories: li
     pad = (hi - lo) * 0.06 + 1e-6
     has_star = any(h is not None for h in here)
     bottom = 120  # Play/Pause on one row, the slider under it
-    layout = _map_layout(title, len(groups) + has_star, height, bottom, note, below=False)
-    fixed = [_note_annotation(note, layout["margin"]["t"], height - bottom, 16)] if note else []
+    layout = _map_layout(title, height, bottom, note, below=False)
+    fixed: list[dict] = []  # the note is the legend's heading
 
     def step_data(k):
         star, notes = _star(C[k], here[k], here_label)

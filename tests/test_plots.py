@@ -48,7 +48,9 @@ def test_attribute_bars_name_domains_fade_unreliable_probes_and_mark_values_off_
     spans = [(s.x0, s.x1) for s in bands]
     assert spans[0] == (-0.5, 14.5) and spans[-1] == (62.5, 64.5)  # Vision: 15 attributes; Attention: the last 2
     texts = [a.text for a in fig.layout.annotations]
-    assert set(BINDER_DOMAINS) <= set(texts) and "no human ratings for &#x27;hammer&#x27;" in texts
+    assert set(BINDER_DOMAINS) <= set(texts) and fig.layout.legend.title.text == "no human ratings for &#x27;hammer&#x27;"
+    domains = [a for a in fig.layout.annotations if a.text in BINDER_DOMAINS]
+    assert all(a.yref == "y" and a.y > 6.5 for a in domains)  # inside the band, above the 0-6 scale and the off-scale marks
     # unreliable probes faded, with a legend entry saying so; human ratings never faded
     for t, name in zip(bars, ["CLIP", "UNet"]):
         assert list(t.marker.opacity) == [0.35 if r < 0.1 else 1.0 for r in rel[name]]
@@ -61,8 +63,10 @@ def test_attribute_bars_name_domains_fade_unreliable_probes_and_mark_values_off_
     marks = next(t for t in fig.data if t.type == "scatter")
     assert "off the 0–6 scale" in marks.name and len(marks.x) == 3
     assert sorted(marks.text) == ["-1.3", "6.2", "7.4"] and sorted(marks.marker.symbol) == ["triangle-down", "triangle-up", "triangle-up"]
-    # the legend sits above the plot area (and above the domain names), never over the x labels
-    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y > 1 and fig.layout.legend.yanchor == "bottom"
+    # the legend hangs under the title, above the plot area (plotly pushes the plot down when it wraps), never over x labels
+    legend = fig.layout.legend
+    assert legend.orientation == "h" and legend.yref == "container" and legend.yanchor == "top"
+    assert legend.y == pytest.approx(1 - plots.TITLE_PX / fig.layout.height) and fig.layout.margin.autoexpand is not False
     assert fig.layout.xaxis.tickangle == -60 and fig.layout.margin.b >= 100
 
 
@@ -252,6 +256,8 @@ def test_figures_read_cleanly_in_a_browser_at_390_and_1400_px(report, tmp_path):
     OUTPUT.mkdir(exist_ok=True)
     coords, words, cats, supers = _map_data(steps=4)
     figs = {"bars": _bars(note="human ratings of 'dog' overlaid")[0], "bars-phone": _bars("h", note="no human ratings for 'hammer'")[0],
+            "bars-domains": plots.attribute_bars(BINDER_ATTRIBUTES, GROUPS, _bars()[1], _bars()[2], domain_means=True,
+                                                 title="Domain means"),
             "map": plots.embedding_map(coords[-1], words, cats, "UNet middle block", here=tuple(coords[-1][5]),
                                        here_label="a photo of a dog", super_categories=supers),
             "map-animation": plots.embedding_map_animation(coords, words, cats, supers, "UNet middle block, step by step",
@@ -290,6 +296,14 @@ def test_figures_read_cleanly_in_a_browser_at_390_and_1400_px(report, tmp_path):
                     page.get_by_text("▶ Play").click()
                     page.wait_for_function("t => document.querySelector('.scatterlayer .trace .point')"
                                            ".getAttribute('transform') !== t", arg=before, timeout=10000)
+            report_page = tmp_path / "report.html"
+            report_page.write_text(plots.report_html(report, {"model": "tiny"}), encoding="utf-8")
+            page.goto(report_page.as_uri())
+            page.wait_for_selector("#separation .main-svg")
+            page.screenshot(path=str(OUTPUT / f"plots-report-{width}.png"), full_page=True)
+            sizes = page.eval_on_selector_all(".caption, .takeaway, td", "els => els.map(e => parseFloat(getComputedStyle(e).fontSize))")
+            assert min(sizes) >= 15, "captions, takeaways and the table read at 15 px or more"
+            assert page.evaluate("document.documentElement.scrollWidth") <= width + 1  # nothing wider than a phone
             page.close()
         browser.close()
 
