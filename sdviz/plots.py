@@ -365,7 +365,8 @@ def attribute_bars(attributes: list[str], groups: dict[str, str], series: dict[s
             outside["symbol"].append(("triangle-right" if above else "triangle-left") if horizontal else
                                      ("triangle-up" if above else "triangle-down"))
             outside["color"].append(colour)
-            outside["text"].append(f"{values[j]:.1f}")
+            # left of the axis there is no room in a phone's row (the name is there): that value is on hover only
+            outside["text"].append("" if horizontal and not above else f"{values[j]:.1f}")
             outside["where"].append(("middle right" if above else "middle left") if horizontal else
                                     ("top center" if above else "bottom center"))
             outside["hover"].append(f"{names[j]}: {shown_name} {values[j]:.2f} ({'above 6' if above else 'below 0'}, off the scale)")
@@ -421,7 +422,7 @@ def attribute_bars(attributes: list[str], groups: dict[str, str], series: dict[s
     else:
         name_axis |= dict(tickangle=-35 if domain_means else -60, tickfont=dict(size=11))
         layout_axes = dict(xaxis=name_axis, yaxis=value_axis)
-        margin = dict(l=64, r=20, t=top, b=bottom)
+        margin = dict(l=64, r=36, t=top, b=bottom)  # r: room for the last domain's name
     fig.update_layout(template="plotly_white", font=dict(size=13), height=height, barmode="overlay", bargap=0,
                       title=_title(title), margin=margin, legend=_legend_under_title(height, note), **layout_axes)
     return fig
@@ -775,7 +776,7 @@ def report_html(report: dict, meta: dict) -> str:
 <style>body{{font-family:system-ui,sans-serif;font-size:16px;line-height:1.5;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 .caption{{font-size:16px;color:#333;margin:.3em 0 2.8em}}.takeaway{{font-size:17px;font-weight:600;margin:1.6em 0 .2em}}
 table{{border-collapse:collapse;font-size:15px;display:block;overflow-x:auto}}td,th{{border-bottom:1px solid #ddd;padding:6px 10px;text-align:right;vertical-align:top}}
-td.name,th:first-child{{text-align:left}}code{{font-size:13px;color:#555}}.warn{{background:#fff3cd;padding:.6em .9em;border-radius:4px}}
+td.name,th:first-child{{text-align:left}}td:not(.name){{white-space:nowrap}}code{{font-size:13px;color:#555}}.warn{{background:#fff3cd;padding:.6em .9em;border-radius:4px}}
 .settings{{font-size:15px;color:#333}}</style></head>
 <body><h1>sdviz report: {html.escape(str(report['model']))}</h1>{warning}{auto}
 <p>{report['n_words']} words of {html.escape(report['dataset'])}, {len(report['attributes'])} human-rated attributes,

@@ -78,6 +78,7 @@ def test_attribute_bars_for_phones_and_domain_means():
     assert fig.layout.height >= 65 * 16  # one readable row per attribute
     marks = next(t for t in fig.data if t.type == "scatter")
     assert set(marks.marker.symbol) == {"triangle-right", "triangle-left"}
+    assert sorted(marks.text) == ["", "6.2", "7.4"]  # no text over the attribute names at the left
     means = plots.attribute_bars(BINDER_ATTRIBUTES, GROUPS, _bars()[1], domain_means=True)
     bars = [t for t in means.data if t.type == "bar" and t.x is not None and len(t.x) == 14]
     assert list(means.layout.xaxis.ticktext) == list(BINDER_DOMAINS) and len(bars) == 3
