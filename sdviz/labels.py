@@ -68,3 +68,8 @@ def short(name: str) -> str:
         if match:
             return make(match)
     return label(name)
+
+
+def at_step(name: str, k: int | None = None, steps: int | None = None) -> str:
+    """'UNet middle block, step 4 of 19' (a legend entry); once-per-prompt representations have no step."""
+    return label(name) if k is None or steps is None else f"{label(name)}, {step_text(k, steps)}"

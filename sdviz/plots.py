@@ -11,7 +11,7 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 
-from .labels import label, label_with_id, short, step_text
+from .labels import at_step, label, label_with_id, short, step_text
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 STEP_AXIS = "denoising step k (0 = pure noise)"
@@ -279,7 +279,7 @@ def group_bars(report: dict, names: list[str], steps: list[int | None], *, numbe
         y = [res["group_r"][g] for g in groups]
         err_hi = [res["group_r_ci"][g][1] - v for g, v in zip(groups, y)]
         err_lo = [v - res["group_r_ci"][g][0] for g, v in zip(groups, y)]
-        name_text = label(name) if step is None else f"{label(name)}, {step_text(step, S) if S else f'step {step}'}"
+        name_text = at_step(name, step, S)
         fig.add_trace(go.Bar(x=groups, y=y, name=name_text, marker_color=colours[i],
                              hovertemplate=f"{html.escape(label_with_id(name))}<br>%{{x}}: r = %{{y:.3f}}<extra></extra>",
                              error_y=dict(type="data", array=err_hi, arrayminus=err_lo, visible=True, thickness=1.2)))

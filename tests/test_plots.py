@@ -317,3 +317,11 @@ def _plotly_js(folder: Path) -> Path:
 
         path.write_text(get_plotlyjs(), encoding="utf-8")
     return path
+
+
+def test_short_labels_and_legend_entries_follow_the_one_step_convention():
+    from sdviz.labels import at_step, short
+
+    assert [short(n) for n in ("clip.mean", "clip.layer0", "unet.down0", "unet.mid", "baseline.wordform")] == [
+        "CLIP all words", "CLIP embeddings", "UNet down 1", "UNet middle", "word length"]
+    assert at_step("unet.mid", 4, 20) == "UNet middle block, step 4 of 19" and at_step("clip.pooled") == label("clip.pooled")
