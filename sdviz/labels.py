@@ -44,3 +44,32 @@ def label_with_id(name: str) -> str:
 def step_text(k: int, steps: int) -> str:
     """One step convention everywhere (docs/methods.md): k = 0 is pure noise, the last step is S-1."""
     return f"step {k} of {steps - 1}"
+
+
+_SHORT_FIXED = {
+    "clip.pooled": "CLIP summary token",
+    "clip.mean": "CLIP all words",
+    "clip.cond": "CLIP to UNet",
+    "latents": "latents",
+    "text.embedding": "MiniLM",
+    "baseline.wordform": "word length",
+    "unet.mid": "UNet middle",
+}
+
+
+def short(name: str) -> str:
+    """A few words for tight spots (line ends, margins): 'clip.mean' -> 'CLIP all words', 'unet.up1' -> 'UNet up 2'."""
+    if name in _SHORT_FIXED:
+        return _SHORT_FIXED[name]
+    for pattern, make in ((r"clip\.layer(\d+)", lambda m: "CLIP embeddings" if m[1] == "0" else f"CLIP layer {m[1]}"),
+                          (r"text\.layer(\d+)", lambda m: f"MiniLM layer {m[1]}"),
+                          (r"unet\.(down|up)(\d+)", lambda m: f"UNet {m[1]} {int(m[2]) + 1}")):
+        match = re.fullmatch(pattern, name)
+        if match:
+            return make(match)
+    return label(name)
+
+
+def at_step(name: str, k: int | None = None, steps: int | None = None) -> str:
+    """'UNet middle block, step 4 of 19' (a legend entry); once-per-prompt representations have no step."""
+    return label(name) if k is None or steps is None else f"{label(name)}, {step_text(k, steps)}"
