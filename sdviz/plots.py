@@ -267,7 +267,7 @@ def closeness_curve(steps: list[int], to_clip: list[float], to_human: list[float
 # -- bars ----------------------------------------------------------------------------------------
 def group_bars(report: dict, names: list[str], steps: list[int | None], *, number: int | None = None,
                note: str | None = None, height: int = 460) -> go.Figure:
-    """Mean r per attribute domain with 95% bootstrap CIs, one bar series per (representation, step)."""
+    """Mean r per attribute domain with 95% CIs (from the folds, refitting included), one bar series per (representation, step)."""
     groups = report["group_names"]
     S = report.get("steps")
     roles = default_highlight(report)  # the same colour for the same representation as in the line charts
@@ -586,11 +586,11 @@ CAPTIONS = {
                 "on words it never saw (r between its guesses and the human ratings, averaged over attributes). Each solid line "
                 "is one part of the UNet across the denoising steps (left = pure noise); dashed lines are computed once per "
                 "prompt (CLIP's text encoder, the word-length baseline) and so are flat. Higher is better; chance is 0. "
-                "Bands: 95% bootstrap CI over words.",
+                "Bands: 95% intervals from the cross-validation folds (refitting included).",
     "two_v_two": "Take two held-out words: are their decoded attribute profiles closer to their own human profiles than to each "
                  "other's? The line is the fraction of word pairs where they are. Chance is 0.5.",
     "groups": "The same decoding score split by Binder's 14 attribute domains, for CLIP and for the best UNet block at its "
-              "last step. Error bars are 95% bootstrap CIs over words: where they cross 0 (chance), the domain is not decoded.",
+              "last step. Error bars are 95% intervals from the folds (refitting included): where they cross 0 (chance), the domain is not decoded.",
     "disambiguation": "For every pair of attributes, e.g. Loud and Pleasant: does the decoded Loud follow human Loud more than "
                       "human Pleasant? Falling lines mean attributes blur together as the image forms. Chance is 0.5, but "
                       "with few words it varies a lot by luck: compare with the shuffled-ratings null in the table.",
