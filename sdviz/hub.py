@@ -223,7 +223,7 @@ def bundle_card(bundle, repo_id: str | None = None) -> str:
         "",
         "## Summary (cross-validated, from report.json)", "",
         "Per representation, its best denoising step (k = 0 is pure noise) by mean r. r: Pearson correlation of held-out "
-        "predictions with the ratings, scored within folds, with a 95% bootstrap CI over words; 2v2: pairwise "
+        "predictions with the ratings, scored within folds, with a 95% interval from the folds (refitting included); 2v2: pairwise "
         "discrimination (chance 0.5); p: permutation p-value of mean r. `baseline.wordform` is a probe on word form alone. "
         "The best step is picked on these same numbers, so per-step rows are slightly optimistic; report.html has every step.",
         "", "| representation | best step | mean r [95% CI] | 2v2 | p |", "|---|---|---|---|---|", *rows, "",
