@@ -274,7 +274,7 @@ def bench_build(args) -> None:
           f"{t['extract']:.1f} s vs {plain:.1f} s, ratio {t['extract'] / plain:.2f}")
 
     name = args.probe_repr
-    X = cache.features[name].transpose(0, 1).double()
+    X = cache.features[name].transpose(0, 1).double()[: args.probe_steps]
     Y = ratings.values
     targets = prepare_targets(Y, folds=config.folds, seed=config.seed, n_permutations=config.permutations)
     begin = time.perf_counter()
@@ -366,6 +366,7 @@ def main(argv=None) -> int:
     bd.add_argument("--device", default=None)
     bd.add_argument("--ratings", default=os.environ.get("SDVIZ_RATINGS"))
     bd.add_argument("--probe-repr", default="unet.mid", help="representation for the scikit-learn comparison")
+    bd.add_argument("--probe-steps", type=int, default=2, help="its first steps compared (scikit-learn is slow)")
     bd.add_argument("--v01-maps", action="store_true", help="also build the maps with v0.1's epochs for comparison")
     cv = sub.add_parser("coverage", help="how often the 95% intervals cover chance on pure-noise features")
     cv.add_argument("--ratings", default=os.environ.get("SDVIZ_RATINGS"))
