@@ -179,7 +179,9 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
         stop.click(None, None, None, cancels=[run_event, submit_event])
         api_btn = gr.Button(visible=False)
         api_btn.click(g.generate_api, [prompt, seed, steps, guidance], [image, counter, gr.JSON(visible=False), status],
-                      api_name="generate", concurrency_id="gpu", concurrency_limit=1, validator=g.validate)
+                      api_name="generate", concurrency_id="gpu", concurrency_limit=1)
+        # No validator= on the API event: Gradio 6.31 answers a preprocessing error inside a validator with a bare
+        # HTTP 400 (the message is lost); here Gradio's own range checks and check_inputs name the bad value.
         status_btn = gr.Button(visible=False)
         status_btn.click(status_api, None, gr.JSON(visible=False), api_name="status", concurrency_limit=None)
         steps.change(estimate, steps, eta, queue=False, api_visibility="private")

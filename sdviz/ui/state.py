@@ -79,6 +79,7 @@ class AppState:
     clip_name: str | None = None
     unet_names: list = field(default_factory=list)
     report_figures: list = field(default_factory=list)  # (key, figure, caption), computed once per bundle
+    bundle_missing: bool = False  # no meta.json where the bundle should be (the automatic build may fill it)
     building: bool = False
     build_bars: list = field(default_factory=list)  # the automatic build's tqdm bars, newest last
     build_error: str = ""
@@ -119,7 +120,7 @@ class AppState:
         self.phase = "ready"
         self._ready.set()
         self._bump()
-        if self.bundle is None and self.can_build():
+        if self.bundle is None and self.bundle_missing and self.can_build():  # never over a damaged one
             self.auto_build()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
@@ -155,6 +156,7 @@ class AppState:
         from ..probes import check_bundle_matches
 
         self.bundle, self.clip_name, self.unet_names, self.report_figures = None, None, [], []
+        self.bundle_missing = False
         try:
             path = self.bundle_path()
         except Exception as err:  # noqa: BLE001
@@ -162,6 +164,7 @@ class AppState:
             self.bundle_note = "The probe bundle named for this app could not be found, so the app runs without bars."
             return
         if not (Path(path) / "meta.json").exists():
+            self.bundle_missing = True
             self.bundle_note = self._missing_note(path)
             return
         try:
