@@ -119,7 +119,7 @@ class RunContext:
         if app.ratings is not None and app.bundle is not None and human is None:
             guess = next((t for t in reversed(re.findall(r"[^\W\d_]+", prompt)) if len(t) > 2), prompt[:30])
             notes.append(f"No human ratings for '{md(guess)}': the overlay of human ratings shows for the "
-                         f"{len(app.ratings.words)} rated words of the dataset (try 'a photo of a dog').")
+                         f"{len(app.ratings.words)} rated words of the dataset (try 'a photo of a {md(app.ratings.words[0])}').")
         return cls(prompt, word, human, notes)
 
 
@@ -174,6 +174,28 @@ def _reliability(bundle, name: str, live_step: int = 0, live_steps: int = 1) -> 
 
 
 HIDDEN = gr.update(visible=False)
+ROW_PX = 16  # height per bar in the horizontal bars
+
+
+def horizontal(fig):
+    """Lay plots' vertical grouped bars on their side: full attribute names as horizontal rows never collide,
+    at 390 px as at 1400 px (the figure grows in height instead). Values keep their fixed 0-6 axis."""
+    bars = [t for t in fig.data if t.type == "bar"]
+    if not bars:
+        return fig
+    n_rows = len(bars[0].x)
+    for t in bars:
+        template = t.hovertemplate or ""
+        for a, b in (("%{x}", "\0"), ("%{y", "%{x"), ("\0", "%{y}")):
+            template = template.replace(a, b)
+        t.update(x=t.y, y=t.x, orientation="h", hovertemplate=template or None)
+    layout = fig.layout
+    fig.update_layout(
+        height=max(380, 130 + n_rows * ROW_PX * max(len(bars), 1)), bargap=0.25,
+        xaxis=dict(title=layout.yaxis.title.text, range=layout.yaxis.range, tickangle=0, side="top"),
+        yaxis=dict(title=None, autorange="reversed", tickangle=0, automargin=True, type="category"),
+        legend=dict(orientation="h", x=0, y=-0.02, yanchor="top"), margin=dict(l=10, r=10, t=60, b=10))
+    return fig
 
 
 def placeholder() -> str:
@@ -211,9 +233,8 @@ def render_step(history: list, k, block: str | None, view: str):
         reliability[unet_label] = _reliability(bundle, block, h["step"], h["steps"])
     if h.get("human") is not None:
         series[f"human ratings of '{h['word']}'"] = np.array(h["human"])
-    bars = attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, reliability,
-                          domain_means=(view == "domain means"),
-                          title="What the probes read from your prompt (hover: how reliable each probe is)")
+    bars = horizontal(attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, reliability,
+                                     domain_means=(view == "domain means"), title=""))
     takeaway = ""
     closeness = HIDDEN
     if block and app.clip_name:
@@ -222,6 +243,7 @@ def render_step(history: list, k, block: str | None, view: str):
         to_human = [_r(x["decoded"][block], x["human"]) for x in history] if h.get("human") is not None else None
         fig = closeness_curve(steps, to_clip, to_human, h["steps"])
         fig.add_vline(x=h["step"], line=dict(color="#888", dash="dot"))
+        fig.update_layout(title="UNet vs CLIP, step by step", legend=dict(orientation="h", x=0, y=-0.3))
         closeness = gr.update(value=fig, visible=True)
         human = f", with the human ratings r = {to_human[k]:+.2f}" if to_human else ""
         takeaway = (f"**At {step_text(h['step'], h['steps'])}, the {md(label(block))} agrees with CLIP's reading at "

@@ -123,9 +123,9 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
                         run = gr.Button("Loading model…", variant="primary", elem_id="run", interactive=False, scale=4)
                         stop = gr.Button("Stop", variant="secondary", size="sm", elem_id="stop", scale=1, min_width=60)
                     eta = gr.Markdown(elem_id="estimate")
-                    with gr.Accordion("Settings: seed, steps, guidance", open=False):
+                    with gr.Accordion("Settings: seed, steps, guidance", open=False, elem_id="settings"):
                         seed = gr.Number(label="Seed (same seed, same image)", value=0, minimum=0, maximum=MAX_SEED)
-                        steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps")
+                        steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
                         guidance = gr.Slider(0, g.APP_MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale (how strictly to follow the prompt)")
                 with gr.Column(scale=3, min_width=320):
                     image = gr.Image(label="The image, step by step (a quick preview; the real decode at the end)", type="pil",
