@@ -202,6 +202,8 @@ def placeholder() -> str:
     app = st.STATE
     if app is None or not app.ready:
         return "*The model is loading. When Run turns blue, press it: the image forms here step by step.*"
+    if app.building:
+        return "*The probes for this model are being built (progress above). The bars appear here when they are ready.*"
     if app.bundle is None:
         return f"*{app.bundle_note or 'No probe bundle.'} The image still forms step by step; bars need probes.*"
     return ("*After you press Run, bars appear here: for each human-rated property (how visual, loud, pleasant… the "

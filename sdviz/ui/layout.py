@@ -41,8 +41,19 @@ def _banner_text() -> str:
     return f"⚠️ **{TINY_SENTENCE}**"
 
 
+N_POLLED = 10 + 2 * r.REPORT_SLOTS + 3
+
+
 def poll(seen: int):
     """What changed since this page last asked: model loaded, bundle ready or built, build progress."""
+    try:
+        return _poll(seen)
+    except Exception:  # noqa: BLE001 - a start-up poll must never put an error in front of a visitor
+        st.log.exception("poll failed")
+        return [gr.skip()] * N_POLLED
+
+
+def _poll(seen: int):
     app = st.STATE
     settled = app.phase in ("ready", "failed") and not app.building
     timer = gr.Timer(active=not settled)
@@ -96,7 +107,8 @@ def estimate(steps) -> str:
     app = st.STATE
     if not app or not app.step_seconds:
         return ""
-    return f"About {app.step_seconds * float(steps or 1):.0f} s for {int(steps or 1)} steps on this machine (measured)."
+    total = app.step_seconds * float(steps or 1)
+    return f"About {total:.1f} s for {int(steps or 1)} steps here (measured on your runs), plus any queue."
 
 
 def create_app(model: str = "auto", device: str | None = None, bundle: str | None = None, ratings: str | None = None,
@@ -185,6 +197,8 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
         status_btn = gr.Button(visible=False)
         status_btn.click(status_api, None, gr.JSON(visible=False), api_name="status", concurrency_limit=None)
         steps.change(estimate, steps, eta, queue=False, api_visibility="private")
+        for event in (run_event, submit_event):
+            event.then(estimate, steps, eta, queue=False, api_visibility="private")
 
         view_out = [image, counter, takeaway, bars, closeness, hint]
         for trigger in (scrub.release, block.change, view.change):

@@ -234,11 +234,11 @@ class AppState:
         if not self.build_bars:
             return "loading the ratings", 0.0
         bar = self.build_bars[-1]
+        desc, n, total = str(getattr(bar, "desc", "") or ""), int(getattr(bar, "n", 0) or 0), int(getattr(bar, "total", 0) or 0)
         names = {"extract": "reading every rated word through the model", "probes": "training and testing the probes",
                  "maps": "drawing the maps"}
-        desc = names.get(str(bar.desc).split("[")[0], str(bar.desc) or "working")
-        total = bar.total or 0
-        return f"{desc} ({bar.n}/{total})" if total else desc, (bar.n / total if total else 0.0)
+        desc = names.get(desc.split("[")[0].strip(), desc or "working")
+        return (f"{desc} ({n}/{total})" if total else desc), (min(n / total, 1.0) if total else 0.0)
 
     def note_step_time(self, seconds: float) -> None:
         self.step_seconds = seconds if self.step_seconds is None else 0.7 * self.step_seconds + 0.3 * seconds
@@ -258,7 +258,7 @@ class watch_tqdm:
 
         def __init__(bar, *args, **kwargs):
             init(bar, *args, **kwargs)
-            if threading.get_ident() == me:
+            if threading.get_ident() == me and not getattr(bar, "disable", True):
                 bar.mininterval = 0.2  # iterating bars update .n only when they refresh
                 bars.append(bar)
 
