@@ -230,7 +230,7 @@ def render_step(history: list, k, block: str | None, view: str):
         series[clip_label] = np.array(h["decoded"][app.clip_name])
         reliability[clip_label] = _reliability(bundle, app.clip_name)
     if block:
-        unet_label = f"{label(block)} at {step_text(h['step'], h['steps'])}"
+        unet_label = f"{label_with_id(block)} at {step_text(h['step'], h['steps'])}"
         series[unet_label] = np.array(h["decoded"][block])
         reliability[unet_label] = _reliability(bundle, block, h["step"], h["steps"])
     if h.get("human") is not None:

@@ -6,6 +6,8 @@ concurrency_limit=None, so a class opening the page at once never waits behind a
 Nothing here imports torch: the page is served first, the model loads behind it (`state.AppState.start`).
 """
 
+import html
+
 import gradio as gr
 
 from ..config import MAX_SEED
@@ -91,7 +93,7 @@ def _progress_html():
     a = st.AUTO_BUILD
     return gr.update(visible=True, value=(
         f"<div><b>Building the probes for this model</b> (automatic, reduced settings: {a['steps']} steps, "
-        f"{a['permutations']} shuffles, {a['bootstraps']} bootstraps; a few minutes at most). Now: {st.md(what)}."
+        f"{a['permutations']} shuffles, {a['bootstraps']} bootstraps; a few minutes at most). Now: {html.escape(what)}."
         f"<br><progress value='{fraction:.3f}' max='1' style='width:100%'></progress><br>"
         "Bars, Maps and Report appear here when it is done; no need to reload. You can already run prompts.</div>"))
 

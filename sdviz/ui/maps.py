@@ -74,7 +74,7 @@ def render_maps(block: str, step, history: list):
         sep = None
     caption = (f"**Words in CLIP's space (left) and in the {st.md(label(block))} at {step_text(step, n_steps)} (right).** "
                "If the colours blur on the right while they stay apart on the left, the diffusion has turned meaning into pixels.")
-    for fig, title in ((clip_fig, f"CLIP ({label(clip_name) if clip_name else ''})"), (unet_fig, f"UNet, {step_text(step, n_steps)}")):
+    for fig, title in ((clip_fig, label(clip_name) if clip_name else ""), (unet_fig, f"{label(block)}, {step_text(step, n_steps)}")):
         if fig is not None:  # short titles and the legend below: readable from 390 px up
             fig.update_layout(title=title, legend=dict(orientation="h", x=0, y=-0.2, yanchor="top", font=dict(size=10)),
                               height=560, margin=dict(l=40, r=10, t=40, b=10))
