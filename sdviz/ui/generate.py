@@ -101,6 +101,7 @@ class RunContext:
     word: str | None
     human: list | None  # in the bundle's attribute order
     notes: list[str]
+    clip_decoded: dict | None = None  # CLIP's decoding is the same at every step: computed once per run
 
     @classmethod
     def for_prompt(cls, prompt: str) -> "RunContext":
@@ -123,12 +124,12 @@ class RunContext:
         return cls(prompt, word, human, notes)
 
 
-def decode_step(bundle, record, live_steps: int) -> dict:
-    """Decoded attributes of one streamed step: {representation: [T]} for every CLIP and per-step probe."""
-    out = {}
-    for name, x in record.clip.items():
-        if name in bundle.probes:
-            out[name] = bundle.predict(name, x)
+def decode_step(bundle, record, live_steps: int, clip_decoded: dict | None = None) -> dict:
+    """Decoded attributes of one streamed step: {representation: [T]} for every CLIP and per-step probe
+    (CLIP's part taken from `clip_decoded` when given: it does not change across steps)."""
+    if clip_decoded is None:
+        clip_decoded = {name: bundle.predict(name, x) for name, x in record.clip.items() if name in bundle.probes}
+    out = dict(clip_decoded)
     for name, x in record.features.items():
         if name in bundle.probes:
             out[name] = bundle.predict(name, x, record.step, live_steps)
@@ -137,8 +138,13 @@ def decode_step(bundle, record, live_steps: int) -> dict:
 
 def make_entry(record, ctx: RunContext) -> dict:
     bundle = st.STATE.bundle
+    decoded = {}
+    if bundle is not None:
+        decoded = decode_step(bundle, record, record.steps, ctx.clip_decoded)
+        if ctx.clip_decoded is None:
+            ctx.clip_decoded = {name: decoded[name] for name in record.clip if name in decoded}
     return {"step": record.step, "steps": record.steps, "timestep": record.timestep, "preview": record.preview,
-            "image": record.image, "decoded": decode_step(bundle, record, record.steps) if bundle else {},
+            "image": record.image, "decoded": decoded,
             "human": ctx.human, "word": ctx.word, "prompt": ctx.prompt,
             "features": {k: v.numpy() for k, v in (record.features | record.clip).items()}}
 
