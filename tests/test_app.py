@@ -177,8 +177,9 @@ def _browser(p):
 def _run_in_page(page, prompt: str, steps: int) -> None:
     page.locator("#run").wait_for(timeout=60000)
     page.wait_for_function("!document.querySelector('#run').disabled", timeout=120000)
-    page.locator("#settings").get_by_text("Settings: seed, steps, guidance").click()
     number = page.locator("#steps input[type=number]")
+    if not number.is_visible():
+        page.locator("#settings").get_by_text("Settings: seed, steps, guidance").click()
     number.fill(str(steps))
     number.press("Enter")
     page.locator("#prompt textarea").fill(prompt)
@@ -248,8 +249,12 @@ def test_every_screen_width_reads_cleanly_and_agrees_on_the_step(app_url, width)
         page.get_by_label("domain means").check()
         page.wait_for_timeout(800)
         page.screenshot(path=str(OUTPUT / f"generate-{width}.png"), full_page=True)
-        if width == 1400:
-            page.screenshot(path=str(OUTPUT / "screenshot-generate.png"), clip={"x": 0, "y": 0, "width": 1400, "height": 1300})
+        if width == 1400:  # the README's screenshot (assets/screenshot-generate.png is copied from it)
+            _run_in_page(page, "a photo of a dog", 12)
+            page.locator("#settings").get_by_text("Settings: seed, steps, guidance").click()  # close it again
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(OUTPUT / "screenshot-generate.png"), full_page=True,
+                            clip={"x": 0, "y": 0, "width": 1400, "height": 1350})
         page.get_by_role("tab", name="Maps").click()
         page.locator("#unet-map .js-plotly-plot").wait_for(timeout=30000)
         assert "step" in page.locator("#unet-map .gtitle").text_content()

@@ -120,7 +120,7 @@ class RunContext:
         if app.ratings is not None and app.bundle is not None and human is None:
             guess = next((t for t in reversed(re.findall(r"[^\W\d_]+", prompt)) if len(t) > 2), prompt[:30])
             notes.append(f"No human ratings for '{md(guess)}': the overlay of human ratings shows for the "
-                         f"{len(app.ratings.words)} rated words of the dataset (try 'a photo of a {md(app.ratings.words[0])}').")
+                         f"{len(app.ratings.words)} rated words of the dataset (for example '{md(app.ratings.words[0])}').")
         return cls(prompt, word, human, notes)
 
 
