@@ -80,3 +80,26 @@ def test_importing_and_creating_the_app_loads_no_torch_or_diffusers():
                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_csv_is_written_only_when_asked_and_per_step_files_are_cleaned(tiny_bundle, subset_csv):
+    import csv
+
+    import gradio as gr
+
+    from sdviz import ui
+    from sdviz.ui import generate, state
+
+    demo = ui.create_app("tiny", "cpu", str(tiny_bundle), str(subset_csv))
+    assert demo.delete_cache == (600, 1800)  # Gradio removes per-step images older than 30 min
+    state.STATE.start()
+    state.STATE.wait_ready()
+    with pytest.raises(gr.Error, match="Run a prompt first"):
+        generate.write_csv([])
+    updates = list(generate.generate("a photo of a dog", 0, 2, 7.5, None, "domain means"))
+    history = updates[-1][6]
+    assert generate._CSV_DIR is None or not list(generate._CSV_DIR.glob("*.csv"))  # nothing written by the run itself
+    path = generate.write_csv(history)["value"]
+    rows = list(csv.reader(open(path)))
+    assert rows[0][:3] == ["step", "timestep", "representation"] and len(rows[0]) == 3 + 65
+    assert {r[0] for r in rows[1:]} == {"0", "1"} and len(rows) == 1 + 2 * len(history[0]["decoded"])
