@@ -103,3 +103,7 @@ def test_the_csv_is_written_only_when_asked_and_per_step_files_are_cleaned(tiny_
     rows = list(csv.reader(open(path)))
     assert rows[0][:3] == ["step", "timestep", "representation"] and len(rows[0]) == 3 + 65
     assert {r[0] for r in rows[1:]} == {"0", "1"} and len(rows) == 1 + 2 * len(history[0]["decoded"])
+    from sdviz.ui import report
+
+    html_copy = report.report_file()["value"]
+    assert open(html_copy).read() == (tiny_bundle / "report.html").read_text()

@@ -174,6 +174,9 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
             report_intro = gr.Markdown("*The report appears here once the model and its probe bundle are loaded.*")
             with gr.Accordion("How to read this", open=False):
                 gr.Markdown(r.HOW_TO_READ)
+            with gr.Row():
+                report_btn = gr.Button("Download the full report (one web page)", size="sm", variant="secondary")
+                report_download = gr.File(label="Report", visible=False)
             report_parts = []
             for i in range(r.REPORT_SLOTS):
                 report_parts += [gr.Markdown(visible=False, elem_id=f"report-caption-{i}"),
@@ -206,6 +209,7 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
         for trigger in (scrub.release, block.change, view.change):
             trigger(g.render_step, [history, scrub, block, view], view_out, show_progress="hidden", **none)
         csv_btn.click(g.write_csv, history, csv_file, **none)
+        report_btn.click(r.report_file, None, report_download, **none)
 
         map_inputs, map_out = [map_block, map_step, history], [clip_map, unet_map, sep_plot, map_caption]
         for trigger in (map_block.change, map_step.release, maps_tab.select):

@@ -18,11 +18,12 @@ HOW_TO_READ = (
 def _summary_table(report: dict) -> str:
     from ..analysis import summary_rows
 
-    lines = ["| part of the model | best step | mean r | 95% CI | 2-vs-2 |", "|---|---|---|---|---|"]
+    lines = ["| part of the model (best step) | mean r [95% CI] (chance 0) | 2-vs-2 (chance 0.5) |", "|---|---|---|"]
     for r in summary_rows(report):
         ci = r.get("mean_r_ci") or [float("nan")] * 2
-        lines.append(f"| {st.md(label_with_id(r['name']))} | {'' if r['step'] is None else r['step']} | {r['mean_r']:+.2f} | "
-                     f"[{ci[0]:+.2f}, {ci[1]:+.2f}] | {r['two_v_two']:.2f} |")
+        step = "" if r["step"] is None else f", step {r['step']}"
+        lines.append(f"| {st.md(label_with_id(r['name']) + step)} | {r['mean_r']:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] | "
+                     f"{r['two_v_two']:.2f} |")
     return "\n".join(lines)
 
 
@@ -36,7 +37,7 @@ def intro() -> str:
             f"model {st.md(rep.get('model', '?'))}. A probe learns to read each property from the model's activations and is "
             f"tested only on words it never saw ({s.get('folds', '?')}-fold cross-validation, {s.get('permutations', '?')} "
             f"shuffles of words and ratings as the chance level).{automatic}\n\n{_summary_table(rep)}\n\n"
-            "The full report with every figure is in the bundle as `report.html` (`python -m sdviz report`).")
+            "The button below gives the whole report as one self-contained web page.")
 
 
 def render_report() -> list:
@@ -58,3 +59,18 @@ def render_report() -> list:
         else:
             out += [gr.update(visible=False), gr.update(visible=False)]
     return out
+
+
+def report_file():
+    """A copy of the bundle's self-contained report.html for the visitor to download (written on request)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    app = st.STATE
+    source = Path(app.bundle.path) / "report.html" if app and app.bundle else None
+    if source is None or not source.exists():
+        raise gr.Error("This probe bundle has no report.html; `python -m sdviz report` writes one.")
+    target = Path(tempfile.mkdtemp(prefix="sdviz-report-")) / "sdviz-report.html"
+    shutil.copyfile(source, target)
+    return gr.update(value=str(target), visible=True)
