@@ -69,6 +69,7 @@ def test_bundle_and_prompt_text_is_escaped_for_markdown_and_paths_are_relative()
     from sdviz.ui.state import md, shown_path
 
     assert md("<b>x</b> [a](http://e) *y*") == "&lt;b&gt;x&lt;/b&gt; \\[a\\]\\(http://e\\) \\*y\\*"
+    assert md("CLIP's & #1") == "CLIP's &amp; \\#1"  # quotes stay readable, entities stay whole
     assert shown_path(PROJECT / "probes" / "tiny") == "probes/tiny"
     assert shown_path("/srv/secret/place/tiny") == "tiny"
 

@@ -51,7 +51,7 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 def md(text) -> str:
     """Escape a string from a bundle or a prompt for Markdown: no HTML, no formatting, no links."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=True))
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))  # quotes are plain text in Markdown
 
 
 def shown_path(path) -> str:
