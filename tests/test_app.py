@@ -46,7 +46,7 @@ def _run(client, prompt, seed=0, steps=3, guidance=7.5):
 def test_generate_streams_one_update_per_step_with_decoded_attributes(client):
     updates, (image, counter, decoded, status) = _run(client, "a photo of a dog", steps=3)
     assert len(updates) == 3
-    assert counter.startswith("**Step 3 / 3**") and image
+    assert counter.startswith("**step 2 of 2**") and image
     assert [d["step"] for d in decoded] == [0, 1, 2]
     last = decoded[-1]["decoded"]
     assert {"clip.pooled", "clip.mean", "unet.mid", "unet.up2", "latents"} <= set(last)
@@ -96,7 +96,7 @@ def test_concurrent_clients_get_exactly_what_they_get_alone(client, app_url):
 def test_bad_inputs_get_a_clear_message_and_the_app_keeps_serving(client, args, message):
     with pytest.raises(Exception, match=message):
         client.predict(*args, api_name="/generate")
-    assert _run(client, "a photo of a dog", steps=1)[1][1].startswith("**Step 1 / 1**")
+    assert _run(client, "a photo of a dog", steps=1)[1][1].startswith("**step 0 of 0**")
 
 
 def test_long_emoji_non_latin_and_html_prompts_work_and_are_reported(client):
@@ -147,7 +147,7 @@ def test_real_browser_runs_a_prompt_and_shows_bars_image_and_maps(app_url):
         box = page.locator("#prompt textarea")
         box.fill("a photo of a dog")
         page.locator("#run").click()
-        page.wait_for_function("document.querySelector('#counter')?.innerText.includes('Step 20 / 20')", timeout=120000)
+        page.wait_for_function("document.querySelector('#counter')?.innerText.includes('step 19 of 19')", timeout=120000)
         page.locator("#bars .js-plotly-plot").wait_for(timeout=30000)
         page.locator("#image img").wait_for(timeout=30000)
         assert page.locator("#bars .js-plotly-plot .bars path").count() > 10
@@ -166,3 +166,103 @@ def test_real_browser_runs_a_prompt_and_shows_bars_image_and_maps(app_url):
         page.screenshot(path=str(OUTPUT / "report.png"), full_page=True)
         browser.close()
     assert (OUTPUT / "generate.png").stat().st_size > 20000
+
+
+def _browser(p):
+    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+    return p.chromium.launch(executable_path=_chromium(), headless=True, args=args)
+
+
+def _run_in_page(page, prompt: str, steps: int) -> None:
+    page.locator("#run").wait_for(timeout=60000)
+    page.wait_for_function("!document.querySelector('#run').disabled", timeout=120000)
+    number = page.locator("#steps input[type=number]")
+    if not number.is_visible():
+        page.locator("#settings").get_by_text("Settings: seed, steps, guidance").click()
+    number.fill(str(steps))
+    number.press("Enter")
+    page.locator("#prompt textarea").fill(prompt)
+    page.locator("#run").click()
+    last = f"step {steps - 1} of {steps - 1}"
+    page.wait_for_function(f"document.querySelector('#counter')?.innerText.includes('{last}')", timeout=120000)
+    page.locator("#bars .js-plotly-plot").wait_for(timeout=30000)
+
+
+_LABEL_CORNERS = """els => els.map(el => {
+    const b = el.getBBox(), m = el.getScreenCTM();
+    return [[b.x, b.y], [b.x + b.width, b.y], [b.x + b.width, b.y + b.height], [b.x, b.y + b.height]]
+        .map(([x, y]) => [m.a * x + m.c * y + m.e, m.b * x + m.d * y + m.f]);
+})"""
+
+
+def _overlaps(quads: list) -> list[tuple[int, int]]:
+    """Pairs of (possibly rotated) label rectangles that overlap by more than a pixel (separating axis test)."""
+    def project(quad, axis):
+        values = [x * axis[0] + y * axis[1] for x, y in quad]
+        return min(values), max(values)
+
+    def axes(quad):
+        for (x0, y0), (x1, y1) in zip(quad, quad[1:] + quad[:1]):
+            n = ((y1 - y0) ** 2 + (x1 - x0) ** 2) ** 0.5 or 1.0
+            yield (-(y1 - y0) / n, (x1 - x0) / n)
+
+    out = []
+    for i, a in enumerate(quads):
+        for j, b in enumerate(quads[i + 1:], i + 1):
+            if all(min(project(a, ax)[1], project(b, ax)[1]) - max(project(a, ax)[0], project(b, ax)[0]) > 1
+                   for ax in [*axes(a), *axes(b)]):
+                out.append((i, j))
+    return out
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [390, 768, 1400])
+def test_every_screen_width_reads_cleanly_and_agrees_on_the_step(app_url, width):
+    assert _chromium(), "the browser test needs Debian's chromium on PATH: apt-get install -y chromium"
+    from playwright.sync_api import sync_playwright
+
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(app_url, wait_until="domcontentloaded")
+        page.locator("#tiny-banner").wait_for(timeout=60000)
+        _run_in_page(page, "a photo of a dog", 3)
+        page.wait_for_timeout(600)
+        # one step convention: counter, bar legend and scrubber all say step 2 (of 0..2)
+        assert page.locator("#counter").inner_text().startswith("step 2 of 2")
+        legend = " ".join(t.text_content() for t in page.locator("#bars .legendtext").all())
+        assert "at step 2 of 2" in legend
+        assert page.locator("#scrub input[type=number]").input_value() == "2"
+        # the image is where the eye goes after Run: beside it, or on a phone right under it (within one screen)
+        run_box, image_box = page.locator("#run").bounding_box(), page.locator("#image").bounding_box()
+        assert abs(image_box["y"] - run_box["y"]) < 700
+        # Stop is secondary: smaller than Run
+        assert page.locator("#stop").bounding_box()["width"] < run_box["width"]
+        for view in ("domain means", "all attributes"):
+            page.get_by_label(view).check()
+            page.wait_for_timeout(1200)
+            page.screenshot(path=str(OUTPUT / f"generate-{width}-{view.split()[0]}.png"), full_page=True)
+            ticks = page.locator("#bars .xtick text, #bars .ytick text").evaluate_all(_LABEL_CORNERS)
+            assert len(ticks) >= 10 and not _overlaps(ticks), f"{view} at {width}px: axis labels overlap"
+        page.get_by_label("domain means").check()
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(OUTPUT / f"generate-{width}.png"), full_page=True)
+        if width == 1400:  # the README's screenshot (assets/screenshot-generate.png is copied from it)
+            _run_in_page(page, "a photo of a dog", 12)
+            page.locator("#settings").get_by_text("Settings: seed, steps, guidance").click()  # close it again
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(OUTPUT / "screenshot-generate.png"), full_page=True,
+                            clip={"x": 0, "y": 0, "width": 1400, "height": 1350})
+        page.get_by_role("tab", name="Maps").click()
+        page.locator("#unet-map .js-plotly-plot").wait_for(timeout=30000)
+        assert "step" in page.locator("#unet-map .gtitle").text_content()
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(OUTPUT / f"maps-{width}.png"), full_page=True)
+        page.get_by_role("tab", name="Report").click()
+        page.locator("#report-fig-0 .js-plotly-plot").wait_for(timeout=30000)
+        assert page.locator("#report-caption-0").inner_text().startswith("Figure 1.")
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(OUTPUT / f"report-{width}.png"), full_page=True)
+        browser.close()

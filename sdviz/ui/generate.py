@@ -1,0 +1,389 @@
+"""The live run: input checks, the GPU function, and the per-step loop that turns records into the page.
+
+The loop (`stream_ui`, `stream_api`) consumes ANY iterator of `capture.StepRecord`: a live run from
+`gpu_steps` or a recorded run replayed from disk go through exactly the same code. Only `gpu_steps`
+touches the model (and, on ZeroGPU, the GPU); decoding, history, figures and CSV happen outside it.
+"""
+
+import csv
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from ..config import MAX_PROMPT_CHARS, MAX_SEED
+from ..errors import SdvizError
+from ..labels import label, label_with_id, step_text
+from . import state as st
+from .state import md
+
+log = logging.getLogger(__name__)
+
+APP_MAX_STEPS = 50  # tighter than the library's cap: a public Space serves many people
+APP_MAX_GUIDANCE = 20.0
+DEFAULT_STEPS = 20
+REFRESH_S = 0.5  # figures refresh at most this often while a run streams (image and counter every step)
+GPU_SECONDS_PER_STEP = 1.5  # ZeroGPU's reservation: generous for SD 1.5 at 512 px on a shared A10G/H200 slice
+GPU_SECONDS_FIXED = 15.0
+
+if st.on_space():  # Hugging Face ZeroGPU: borrow a GPU for each generation (decorators must exist at start-up)
+    try:
+        import spaces
+
+        gpu = spaces.GPU
+    except ImportError:  # pragma: no cover - a CPU Space without the package
+        gpu = None
+else:
+    gpu = None
+if gpu is None:
+
+    def gpu(fn=None, **kwargs):
+        return fn if fn is not None else (lambda f: f)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+def check_inputs(prompt, seed, steps, guidance) -> tuple[str, int, int, float]:
+    if prompt is None or not str(prompt).strip():
+        raise SdvizError("The prompt is empty. Type a prompt such as 'a photo of a dog'.")
+    prompt = str(prompt)
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise SdvizError(f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}. Shorten it.")
+    try:
+        seed_f, steps_f, guidance_f = float(seed), float(steps), float(guidance)
+    except (TypeError, ValueError):
+        raise SdvizError("Seed, steps and guidance must be numbers.") from None
+    if not seed_f.is_integer() or not 0 <= seed_f <= MAX_SEED:
+        raise SdvizError(f"The seed must be a whole number from 0 to {MAX_SEED}; got {seed}.")
+    if not steps_f.is_integer() or not 1 <= steps_f <= APP_MAX_STEPS:
+        raise SdvizError(f"Steps must be a whole number from 1 to {APP_MAX_STEPS}; got {steps}.")
+    if not np.isfinite(guidance_f) or not 0 <= guidance_f <= APP_MAX_GUIDANCE:
+        raise SdvizError(f"Guidance must be a number from 0 to {APP_MAX_GUIDANCE}; got {guidance}.")
+    return prompt, int(seed_f), int(steps_f), guidance_f
+
+
+def validate(prompt, seed, steps, guidance, *rest):
+    """Gradio's `validator=`: runs before the queue, marks the offending input with one sentence."""
+    try:
+        check_inputs(prompt, seed, steps, guidance)
+    except SdvizError as err:
+        message = str(err)
+        field = 0 if "prompt" in message.lower() else 1 if "seed" in message.lower() else 2 if "steps" in message.lower() else 3
+        return [gr.validate(i != field, message if i == field else "") for i in range(4 + len(rest))]
+    return [gr.validate(True, "") for _ in range(4 + len(rest))]
+
+
+# -- the GPU part: only the model, yielding small records --------------------------------------------
+def _gpu_duration(prompt, seed, steps, guidance) -> int:
+    return int(GPU_SECONDS_FIXED + GPU_SECONDS_PER_STEP * int(steps))
+
+
+@gpu(duration=_gpu_duration)
+def gpu_steps(prompt, seed, steps, guidance) -> Iterator:
+    """Yield one `StepRecord` (features + preview; the image on the last) per denoising step."""
+    from ..capture import stream
+
+    yield from stream(st.STATE.pipe, prompt, seed=seed, steps=steps, guidance=guidance)
+
+
+# -- one run ------------------------------------------------------------------------------------------
+@dataclass
+class RunContext:
+    """What a run needs besides its records: the prompt's dataset word, its human ratings, notes."""
+
+    prompt: str
+    word: str | None
+    human: list | None  # in the bundle's attribute order
+    notes: list[str]
+    clip_decoded: dict | None = None  # CLIP's decoding is the same at every step: computed once per run
+
+    @classmethod
+    def for_prompt(cls, prompt: str) -> "RunContext":
+        app = st.STATE
+        notes = []
+        if app.pipe is not None:
+            n, limit = len(app.pipe.tokenizer(prompt).input_ids), app.pipe.tokenizer.model_max_length
+            if n > limit:
+                notes.append(f"Your prompt is {n} tokens long; CLIP reads only the first {limit}, so the rest was ignored.")
+        word = app.ratings.find_word_in(prompt) if app.ratings is not None else None
+        human = None
+        if word and app.bundle is not None:
+            values, index = app.ratings.lookup(word), {a: i for i, a in enumerate(app.ratings.attributes)}
+            if all(a in index for a in app.bundle.attributes):
+                human = [float(values[index[a]]) for a in app.bundle.attributes]
+        if app.ratings is not None and app.bundle is not None and human is None:
+            guess = next((t for t in reversed(re.findall(r"[^\W\d_]+", prompt)) if len(t) > 2), prompt[:30])
+            notes.append(f"No human ratings for '{md(guess)}': the overlay of human ratings shows for the "
+                         f"{len(app.ratings.words)} rated words of the dataset (for example '{md(app.ratings.words[0])}').")
+        return cls(prompt, word, human, notes)
+
+
+def decode_step(bundle, record, live_steps: int, clip_decoded: dict | None = None) -> dict:
+    """Decoded attributes of one streamed step: {representation: [T]} for every CLIP and per-step probe
+    (CLIP's part taken from `clip_decoded` when given: it does not change across steps)."""
+    if clip_decoded is None:
+        clip_decoded = {name: bundle.predict(name, x) for name, x in record.clip.items() if name in bundle.probes}
+    out = dict(clip_decoded)
+    for name, x in record.features.items():
+        if name in bundle.probes:
+            out[name] = bundle.predict(name, x, record.step, live_steps)
+    return out
+
+
+def make_entry(record, ctx: RunContext) -> dict:
+    bundle = st.STATE.bundle
+    decoded = {}
+    if bundle is not None:
+        decoded = decode_step(bundle, record, record.steps, ctx.clip_decoded)
+        if ctx.clip_decoded is None:
+            ctx.clip_decoded = {name: decoded[name] for name in record.clip if name in decoded}
+    return {"step": record.step, "steps": record.steps, "timestep": record.timestep, "preview": record.preview,
+            "image": record.image, "decoded": decoded,
+            "human": ctx.human, "word": ctx.word, "prompt": ctx.prompt,
+            "features": {k: v.numpy() for k, v in (record.features | record.clip).items()}}
+
+
+def _trained_step(k: int, steps: int) -> str:
+    bundle = st.STATE.bundle
+    if bundle is None or not st.STATE.unet_names:
+        return ""
+    from ..probes import nearest_trained_step
+
+    trained = int(bundle.meta["steps"])
+    return f" · UNet probe trained at {step_text(nearest_trained_step(k, steps, trained), trained)}"
+
+
+def counter_text(h: dict, seconds_left: float | None = None) -> str:
+    left = f" · about {seconds_left:.0f} s left" if seconds_left and seconds_left >= 1 else ""
+    return f"**{step_text(h['step'], h['steps'])}** · timestep t = {h['timestep']}{_trained_step(h['step'], h['steps'])}{left}"
+
+
+def _r(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _reliability(bundle, name: str, live_step: int = 0, live_steps: int = 1) -> np.ndarray:
+    from ..probes import nearest_trained_step
+
+    rep = bundle.report["representations"][name]
+    j = nearest_trained_step(live_step, live_steps, len(rep["results"])) if rep["per_step"] else 0
+    return np.array(rep["results"][j]["r"])
+
+
+HIDDEN = gr.update(visible=False)
+ROW_PX = 16  # height per bar in the horizontal bars
+
+
+def horizontal(fig):
+    """Lay plots' vertical grouped bars on their side: full attribute names as horizontal rows never collide,
+    at 390 px as at 1400 px (the figure grows in height instead). Values keep their fixed 0-6 axis."""
+    bars = [t for t in fig.data if t.type == "bar"]
+    if not bars:
+        return fig
+    n_rows = len(bars[0].x)
+    for t in bars:
+        template = t.hovertemplate or ""
+        for a, b in (("%{x}", "\0"), ("%{y", "%{x"), ("\0", "%{y}")):
+            template = template.replace(a, b)
+        t.update(x=t.y, y=t.x, orientation="h", hovertemplate=template or None)
+    layout = fig.layout
+    fig.update_layout(
+        height=max(380, 130 + n_rows * ROW_PX * max(len(bars), 1)), bargap=0.25,
+        xaxis=dict(title=layout.yaxis.title.text, range=layout.yaxis.range, tickangle=0, side="top"),
+        yaxis=dict(title=None, autorange="reversed", tickangle=0, automargin=True, type="category"),
+        legend=dict(orientation="h", x=0, y=-0.02, yanchor="top"), margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+def placeholder() -> str:
+    app = st.STATE
+    if app is None or not app.ready:
+        return "*The model is loading. When Run turns blue, press it: the image forms here step by step.*"
+    if app.building:
+        return "*The probes for this model are being built (progress above). The bars appear here when they are ready.*"
+    if app.bundle is None:
+        return f"*{app.bundle_note or 'No probe bundle.'} The image still forms step by step; bars need probes.*"
+    return ("*After you press Run, bars appear here: for each human-rated property (how visual, loud, pleasant… the "
+            "thing is) what CLIP and the UNet seem to know, next to what people said.*")
+
+
+def render_step(history: list, k, block: str | None, view: str):
+    """(image, counter, takeaway, bars, closeness, hint) for step k of a finished or running run."""
+    from ..plots import attribute_bars, closeness_curve
+
+    app = st.STATE
+    if not history:
+        return None, "", "", HIDDEN, HIDDEN, gr.update(value=placeholder(), visible=True)
+    k = int(min(max(int(k or 0), 0), len(history) - 1))
+    h = history[k]
+    image, counter = h["image"] or h["preview"], counter_text(h)
+    bundle = app.bundle
+    if bundle is None or not h["decoded"]:
+        return image, counter, "", HIDDEN, HIDDEN, gr.update(value=placeholder(), visible=True)
+    block = block if block in h["decoded"] else (app.unet_names[0] if app.unet_names else None)
+    series, reliability = {}, {}
+    clip_label = label_with_id(app.clip_name) if app.clip_name else None
+    if app.clip_name in h["decoded"]:
+        series[clip_label] = np.array(h["decoded"][app.clip_name])
+        reliability[clip_label] = _reliability(bundle, app.clip_name)
+    if block:
+        unet_label = f"{label_with_id(block)} at {step_text(h['step'], h['steps'])}"
+        series[unet_label] = np.array(h["decoded"][block])
+        reliability[unet_label] = _reliability(bundle, block, h["step"], h["steps"])
+    if h.get("human") is not None:
+        series[f"human ratings of '{h['word']}'"] = np.array(h["human"])
+    bars = horizontal(attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, reliability,
+                                     domain_means=(view == "domain means"), title=""))
+    takeaway = ""
+    closeness = HIDDEN
+    if block and app.clip_name:
+        steps = [x["step"] for x in history]
+        to_clip = [_r(x["decoded"][block], x["decoded"][app.clip_name]) for x in history]
+        to_human = [_r(x["decoded"][block], x["human"]) for x in history] if h.get("human") is not None else None
+        fig = closeness_curve(steps, to_clip, to_human, h["steps"])
+        fig.add_vline(x=h["step"], line=dict(color="#888", dash="dot"))
+        fig.update_layout(title="UNet vs CLIP, step by step", legend=dict(orientation="h", x=0, y=-0.3))
+        closeness = gr.update(value=fig, visible=True)
+        human = f", with the human ratings r = {to_human[k]:+.2f}" if to_human else ""
+        takeaway = (f"**At {step_text(h['step'], h['steps'])}, the {md(label(block))} agrees with CLIP's reading at "
+                    f"r = {to_clip[k]:+.2f}**{human} (1 = the same profile, 0 = unrelated).")
+    return image, counter, takeaway, gr.update(value=bars, visible=True), closeness, HIDDEN
+
+
+# -- streaming to the page and to the API ---------------------------------------------------------------
+def _errors_as_gr(fn):
+    """Errors a user can cause, or the GPU running out of memory, become one sentence; the app keeps serving."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except SdvizError as err:
+            raise gr.Error(str(err)) from None
+        except Exception as err:  # noqa: BLE001
+            if "out of memory" in str(err).lower():
+                raise gr.Error("The GPU ran out of memory. Try fewer steps, or a smaller model.") from None
+            log.exception("generation failed")
+            raise gr.Error("Generation failed; the server log says why. Try again, or another prompt.") from None
+
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    return wrapper
+
+
+def _start(prompt, seed, steps, guidance):
+    prompt, seed, steps, guidance = check_inputs(prompt, seed, steps, guidance)
+    st.STATE.wait_ready()
+    return prompt, seed, steps, guidance, RunContext.for_prompt(prompt)
+
+
+def _status(ctx: RunContext) -> str:
+    app = st.STATE
+    parts = list(ctx.notes)
+    if app.bundle is None and app.bundle_note:
+        parts.append(app.bundle_note)
+    return " ".join(parts)
+
+
+def stream_ui(records: Iterable, ctx: RunContext, block, view) -> Iterator[tuple]:
+    """Page updates for any iterator of StepRecords: image and counter every step, figures at most every
+    REFRESH_S, the history and the scrubber once at the end (gr.skip() for what did not change)."""
+    skip = gr.skip()
+    history: list = []
+    last_fig, last_step = 0.0, time.perf_counter()
+    for record in records:
+        now = time.perf_counter()
+        if history:
+            st.STATE.note_step_time(now - last_step)
+        last_step = now
+        history.append(make_entry(record, ctx))
+        h, done, first = history[-1], record.image is not None, len(history) == 1
+        left = (h["steps"] - 1 - h["step"]) * st.STATE.step_seconds if st.STATE.step_seconds else None
+        if done or first or now - last_fig >= REFRESH_S:
+            image, counter, takeaway, bars, closeness, hint = render_step(history, len(history) - 1, block, view)
+            last_fig = time.perf_counter()
+        else:
+            image, counter, takeaway, bars, closeness, hint = h["preview"], None, skip, skip, skip, skip
+        counter = counter_text(h, None if done else left)
+        if done:
+            scrub = gr.update(minimum=0, maximum=max(h["steps"] - 1, 1), value=h["step"], interactive=True)
+        elif first:
+            scrub = gr.update(minimum=0, maximum=max(h["steps"] - 1, 1), value=0, interactive=False)
+        else:
+            scrub = skip
+        status = _status(ctx) if first or done else skip
+        yield image, counter, takeaway, bars, closeness, hint, (history if done else skip), scrub, status
+
+
+@_errors_as_gr
+def generate(prompt, seed, steps, guidance, block, view):
+    """The Run button and Enter in the prompt: one page update per denoising step."""
+    prompt, seed, steps, guidance, ctx = _start(prompt, seed, steps, guidance)
+    records = gpu_steps(prompt, seed, steps, guidance)
+    try:
+        yield from stream_ui(records, ctx, block, view)
+    finally:
+        records.close()  # Stop: ends the pipeline within a step and removes every hook
+
+
+def decoded_json(history: list) -> list:
+    attrs = st.STATE.bundle.attributes if st.STATE.bundle else []
+    return [{"step": h["step"], "timestep": h["timestep"], "steps": h["steps"],
+             "decoded": {name: dict(zip(attrs, np.round(np.asarray(v, float), 4).tolist())) for name, v in h["decoded"].items()}}
+            for h in history]
+
+
+def stream_api(records: Iterable, ctx: RunContext) -> Iterator[tuple]:
+    skip = gr.skip()
+    history: list = []
+    for record in records:
+        history.append(make_entry(record, ctx))
+        h, done = history[-1], record.image is not None
+        yield (h["image"] or h["preview"], counter_text(h), decoded_json(history) if done else skip,
+               _status(ctx) if done or len(history) == 1 else skip)
+
+
+@_errors_as_gr
+def generate_api(prompt, seed, steps, guidance):
+    """The scripted API (gradio_client, api_name="generate"): one update per step with the image and the
+    step counter ("step k of S-1", k = 0 is pure noise); the last update also carries the decoded attributes
+    of every step as JSON and a status line."""
+    prompt, seed, steps, guidance, ctx = _start(prompt, seed, steps, guidance)
+    records = gpu_steps(prompt, seed, steps, guidance)
+    try:
+        yield from stream_api(records, ctx)
+    finally:
+        records.close()
+
+
+# -- CSV, written only when asked for ----------------------------------------------------------------------
+_CSV_DIR: Path | None = None
+
+
+def write_csv(history: list):
+    """The decoded attributes of every step of the last run, as CSV (written when the visitor asks)."""
+    global _CSV_DIR
+    if not history or st.STATE.bundle is None:
+        raise gr.Error("Run a prompt first: the CSV holds the decoded attributes of every step of your run.")
+    if _CSV_DIR is None:
+        _CSV_DIR = Path(tempfile.mkdtemp(prefix="sdviz-csv-"))
+    for old in _CSV_DIR.glob("*.csv"):  # one visitor's file lives until the next request; Gradio keeps its own copy
+        if time.time() - old.stat().st_mtime > 60:
+            old.unlink(missing_ok=True)
+    fd, path = tempfile.mkstemp(dir=_CSV_DIR, prefix="sdviz-decoded-", suffix=".csv")
+    with os.fdopen(fd, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "timestep", "representation", *st.STATE.bundle.attributes])
+        for h in history:
+            for name, values in h["decoded"].items():
+                writer.writerow([h["step"], h["timestep"], name, *np.round(np.asarray(values, float), 5)])
+    return gr.update(value=path, visible=True)

@@ -1,0 +1,218 @@
+"""The page: Generate, Maps and Report tabs, and which event runs where.
+
+Only generation is serialised (one queue slot, concurrency_id "gpu"); every event that only reads
+the bundle or a finished run (scrubbing, maps, report, the start-up poll) runs with
+concurrency_limit=None, so a class opening the page at once never waits behind a run or each other.
+Nothing here imports torch: the page is served first, the model loads behind it (`state.AppState.start`).
+"""
+
+import html
+
+import gradio as gr
+
+from ..config import MAX_SEED
+from ..labels import label_with_id
+from . import generate as g
+from . import maps as m
+from . import report as r
+from . import state as st
+
+EXAMPLES = ["a photo of a dog", "a photo of an accordion", "a photo of a volcano", "a photo of a funeral"]
+TINY_SENTENCE = "Demo model with random weights: the bars show the machinery, not real semantics."
+TINY_DETAILS = (
+    "The built-in tiny model lets the app run anywhere, offline, in seconds. Its weights are random, so the image is "
+    "noise and the decoded properties mean nothing; random networks still carry the form of words (their length, shared "
+    "pieces), so the numbers are not zero either. Start the app with a real checkpoint "
+    "(`python app.py --model stable-diffusion-v1-5/stable-diffusion-v1-5`) for real results."
+)
+HOW_TO_READ_GENERATE = (
+    "Stable Diffusion first reads your prompt with CLIP, a text encoder, then its UNet removes noise from an image in "
+    "steps: step 0 is pure noise, the last step is the finished picture. A probe is a small formula trained to read one "
+    "human-rated property (how visual, loud, pleasant… a thing is) from the model's numbers. The bars compare what the "
+    "probes read from CLIP and from one UNet block with what people said about the word. Faint or jumpy bars mean the "
+    "probe is unreliable (hover to see how well it did on words it never saw)."
+)
+CSS = """
+#stop { max-width: 6.5em; min-width: 4.5em; }
+#counter p { margin: 0.2em 0; }
+#tiny-banner { padding: 0.3em 0.8em; border-left: 4px solid #e0a800; background: #fff8e1; }
+"""
+
+
+def _banner_text() -> str:
+    return f"⚠️ **{TINY_SENTENCE}**"
+
+
+N_POLLED = 10 + 2 * r.REPORT_SLOTS + 3
+
+
+def poll(seen: int):
+    """What changed since this page last asked: model loaded, bundle ready or built, build progress."""
+    try:
+        return _poll(seen)
+    except Exception:  # noqa: BLE001 - a start-up poll must never put an error in front of a visitor
+        st.log.exception("poll failed")
+        return [gr.skip()] * N_POLLED
+
+
+def _poll(seen: int):
+    app = st.STATE
+    settled = app.phase in ("ready", "failed") and not app.building
+    timer = gr.Timer(active=not settled)
+    skip = gr.skip()
+    progress = _progress_html() if app.building else (gr.update(visible=False) if seen != app.version else skip)
+    if seen == app.version:
+        return [skip] * (9 + 1 + 2 * r.REPORT_SLOTS) + [progress, seen, timer]
+    tiny = app.pipe is not None and (app.pipe.sdviz.is_tiny or app.pipe.sdviz.warning)
+    banner = gr.update(value=_banner_text(), visible=bool(tiny))
+    details = gr.update(visible=bool(tiny))
+    if app.phase == "failed":
+        status, run = f"**The model could not be loaded.** {st.md(app.error)}", gr.update(value="Model not loaded", interactive=False)
+    elif app.phase != "ready":
+        status, run = "⏳ **Loading the model…** Run turns on when it is ready.", gr.update(value="Loading model…", interactive=False)
+    else:
+        status, run = "", gr.update(value="Run", interactive=True)
+    if app.build_error:
+        status += f" The automatic build failed: {st.md(app.build_error)}"
+    elif app.ready and app.bundle is None and not app.building:
+        status += " " + app.bundle_note
+    choices = [(label_with_id(n), n) for n in app.unet_names]
+    block = gr.update(choices=choices, value=app.unet_names[0] if app.unet_names else None, interactive=bool(choices))
+    names = m.map_names()
+    n_map = m.map_step_count() if names else 1
+    map_block = gr.update(choices=m.map_choices(), value=names[0] if names else None)
+    map_step = gr.update(minimum=0, maximum=max(n_map - 1, 1), value=max(n_map - 1, 0))
+    hint = gr.update(value=g.placeholder())
+    maps_hint = gr.update(value="" if names else f"*{app.bundle_note or 'The maps appear when the probe bundle is ready.'}*")
+    return ([banner, details, status.strip(), run, block, hint, map_block, map_step, maps_hint] + r.render_report()
+            + [progress, app.version, timer])
+
+
+def _progress_html():
+    what, fraction = st.STATE.build_progress()
+    a = st.AUTO_BUILD
+    return gr.update(visible=True, value=(
+        f"<div><b>Building the probes for this model</b> (automatic, reduced settings: {a['steps']} steps, "
+        f"{a['permutations']} shuffles; a few minutes at most). Now: {html.escape(what)}."
+        f"<br><progress value='{fraction:.3f}' max='1' style='width:100%'></progress><br>"
+        "Bars, Maps and Report appear here when it is done; no need to reload. You can already run prompts.</div>"))
+
+
+def status_api() -> dict:
+    """For scripts and `python -m sdviz.bench`: where start-up stands."""
+    app = st.STATE
+    return {"phase": app.phase, "bundle": app.bundle is not None, "building": app.building,
+            "note": app.bundle_note, "step_seconds": app.step_seconds}
+
+
+def estimate(steps) -> str:
+    app = st.STATE
+    if not app or not app.step_seconds:
+        return ""
+    total = app.step_seconds * float(steps or 1)
+    return f"About {total:.1f} s for {int(steps or 1)} steps here (measured on your runs), plus any queue."
+
+
+def create_app(model: str = "auto", device: str | None = None, bundle: str | None = None, ratings: str | None = None,
+               build_cache: str | None = None) -> gr.Blocks:
+    """The Blocks app. Nothing is loaded here: `launch` starts the model loading after the page is served."""
+    st.set_state(st.AppState(model, device, bundle, ratings, build_cache))
+    none = dict(concurrency_limit=None, api_visibility="private")
+    with gr.Blocks(title="sdviz: where Stable Diffusion's semantics come from", delete_cache=(600, 1800)) as demo:
+        gr.Markdown("# sdviz · where Stable Diffusion's human-like semantics come from\n"
+                    "Type a prompt and watch the image form. The bars show what the model seems to know about the object "
+                    "(how visual, loud, pleasant… it is), read from its text encoder and from every denoising step.")
+        banner = gr.Markdown(visible=False, elem_id="tiny-banner")
+        with gr.Accordion("Why, and what to do instead", open=False, visible=False) as details:
+            gr.Markdown(TINY_DETAILS)
+        status = gr.Markdown("⏳ **Loading the model…** Run turns on when it is ready.", elem_id="status")
+        build_box = gr.HTML(visible=False, elem_id="build-progress")
+        history, seen = gr.State([]), gr.State(-1)
+        with gr.Tab("Generate", elem_id="generate-tab"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=320):
+                    prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], max_lines=3, elem_id="prompt")
+                    gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Try")
+                    with gr.Row(equal_height=True):
+                        run = gr.Button("Loading model…", variant="primary", elem_id="run", interactive=False, scale=4)
+                        stop = gr.Button("Stop", variant="secondary", size="sm", elem_id="stop", scale=1, min_width=60)
+                    eta = gr.Markdown(elem_id="estimate")
+                    with gr.Accordion("Settings: seed, steps, guidance", open=False, elem_id="settings"):
+                        seed = gr.Number(label="Seed (same seed, same image)", value=0, minimum=0, maximum=MAX_SEED)
+                        steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
+                        guidance = gr.Slider(0, g.APP_MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale (how strictly to follow the prompt)")
+                with gr.Column(scale=3, min_width=320):
+                    image = gr.Image(label="The image, step by step (a quick preview; the real decode at the end)", type="pil",
+                                     elem_id="image", height=320)
+                    counter = gr.Markdown(elem_id="counter")
+                    scrub = gr.Slider(0, max(g.DEFAULT_STEPS - 1, 1), value=0, step=1, interactive=False, elem_id="scrub",
+                                      label="Scrub through the steps after a run (step 0 = pure noise)")
+            takeaway = gr.Markdown(elem_id="takeaway")
+            hint = gr.Markdown(g.placeholder(), elem_id="bars-hint")
+            bars = gr.Plot(show_label=False, elem_id="bars", visible=False)
+            with gr.Row():
+                block = gr.Dropdown([], label="UNet block to read", interactive=False, elem_id="block")
+                view = gr.Radio(["domain means", "all attributes"], value="domain means", label="Bars show")
+            closeness = gr.Plot(show_label=False, elem_id="closeness", visible=False)
+            with gr.Accordion("How to read this", open=False):
+                gr.Markdown(HOW_TO_READ_GENERATE)
+            with gr.Row():
+                csv_btn = gr.Button("Download the numbers of every step (CSV)", size="sm", variant="secondary")
+                csv_file = gr.File(label="CSV", visible=False)
+        with gr.Tab("Maps", elem_id="maps-tab") as maps_tab:
+            with gr.Accordion("How to read this", open=False):
+                gr.Markdown(m.HOW_TO_READ)
+            with gr.Row():
+                map_block = gr.Dropdown([], label="UNet block", elem_id="map-block")
+                map_step = gr.Slider(0, 1, value=1, step=1, label="Denoising step (0 = pure noise)", elem_id="map-step")
+            map_caption = gr.Markdown("*The maps appear when the probe bundle is ready.*", elem_id="map-caption")
+            with gr.Row():
+                clip_map = gr.Plot(show_label=False, elem_id="clip-map", visible=False)
+                unet_map = gr.Plot(show_label=False, elem_id="unet-map", visible=False)
+            sep_plot = gr.Plot(show_label=False, elem_id="separation", visible=False)
+        with gr.Tab("Report", elem_id="report-tab"):
+            report_intro = gr.Markdown("*The report appears here once the model and its probe bundle are loaded.*")
+            with gr.Accordion("How to read this", open=False):
+                gr.Markdown(r.HOW_TO_READ)
+            with gr.Row():
+                report_btn = gr.Button("Download the full report (one web page)", size="sm", variant="secondary")
+                report_download = gr.File(label="Report", visible=False)
+            report_parts = []
+            for i in range(r.REPORT_SLOTS):
+                report_parts += [gr.Markdown(visible=False, elem_id=f"report-caption-{i}"),
+                                 gr.Plot(show_label=False, visible=False, elem_id=f"report-fig-{i}")]
+
+        timer = gr.Timer(0.5)
+        poll_out = ([banner, details, status, run, block, hint, map_block, map_step, map_caption, report_intro]
+                    + report_parts + [build_box, seen, timer])
+        timer.tick(poll, seen, poll_out, show_progress="hidden", **none)
+        demo.load(poll, seen, poll_out, show_progress="hidden", **none)
+
+        inputs = [prompt, seed, steps, guidance, block, view]
+        outputs = [image, counter, takeaway, bars, closeness, hint, history, scrub, status]
+        gpu = dict(concurrency_id="gpu", concurrency_limit=1, api_visibility="private", validator=g.validate)
+        run_event = run.click(g.generate, inputs, outputs, api_name="generate_ui", **gpu)
+        submit_event = prompt.submit(g.generate, inputs, outputs, api_name="generate_submit", **gpu)
+        stop.click(None, None, None, cancels=[run_event, submit_event])
+        api_btn = gr.Button(visible=False)
+        api_btn.click(g.generate_api, [prompt, seed, steps, guidance], [image, counter, gr.JSON(visible=False), status],
+                      api_name="generate", concurrency_id="gpu", concurrency_limit=1)
+        # No validator= on the API event: Gradio 6.31 answers a preprocessing error inside a validator with a bare
+        # HTTP 400 (the message is lost); here Gradio's own range checks and check_inputs name the bad value.
+        status_btn = gr.Button(visible=False)
+        status_btn.click(status_api, None, gr.JSON(visible=False), api_name="status", concurrency_limit=None)
+        steps.change(estimate, steps, eta, queue=False, api_visibility="private")
+        for event in (run_event, submit_event):
+            event.then(estimate, steps, eta, queue=False, api_visibility="private")
+
+        view_out = [image, counter, takeaway, bars, closeness, hint]
+        for trigger in (scrub.release, block.change, view.change):
+            trigger(g.render_step, [history, scrub, block, view], view_out, show_progress="hidden", **none)
+        csv_btn.click(g.write_csv, history, csv_file, **none)
+        report_btn.click(r.report_file, None, report_download, **none)
+
+        map_inputs, map_out = [map_block, map_step, history], [clip_map, unet_map, sep_plot, map_caption]
+        for trigger in (map_block.change, map_step.release, maps_tab.select):
+            trigger(m.render_maps, map_inputs, map_out, **none)
+        block.change(lambda b: gr.update(value=b) if b in m.map_names() else gr.skip(), block, map_block, **none)
+    return demo

@@ -1,0 +1,43 @@
+"""`python app.py`: parse arguments, build the page, serve it, then load the model behind it."""
+
+import argparse
+import logging
+import os
+
+from ..errors import SdvizError
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python app.py", description="The sdviz Gradio app.")
+    parser.add_argument("--model", default=os.environ.get("SDVIZ_MODEL", "auto"))
+    parser.add_argument("--device", default=os.environ.get("SDVIZ_DEVICE"))
+    parser.add_argument("--bundle", default=os.environ.get("SDVIZ_BUNDLE"),
+                        help="probe bundle folder (default: probes/<model-slug>, built automatically when ratings are at hand)")
+    parser.add_argument("--ratings", default=os.environ.get("SDVIZ_RATINGS"))
+    parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link (off by default)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .layout import create_app
+
+    try:
+        demo = create_app(args.model, args.device, args.bundle, args.ratings)
+    except SdvizError as err:
+        raise SystemExit(f"error: {err}") from None
+    launch(demo, share=args.share)
+
+
+def launch(demo, *, share: bool = False, prevent_thread_lock: bool = False, **kwargs):
+    """Queue (one generation at a time) and serve: 127.0.0.1 unless GRADIO_SERVER_NAME says otherwise, no share
+    link unless asked, readable messages (show_error). The model starts loading once the server answers."""
+    from . import state
+    from .layout import CSS
+
+    kwargs.setdefault("server_name", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    kwargs.setdefault("server_port", int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    kwargs.setdefault("css", CSS)
+    result = demo.queue(default_concurrency_limit=1, max_size=64).launch(share=share, show_error=True,
+                                                                         prevent_thread_lock=True, **kwargs)
+    state.STATE.start()
+    if not prevent_thread_lock:
+        demo.block_thread()
+    return result

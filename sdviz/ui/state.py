@@ -1,0 +1,282 @@
+"""What every visitor shares: the model, its probe bundle, the ratings, and the start-up work.
+
+Nothing heavy happens at import or in `create_app`: the model loads in a background thread after
+the page is served (`AppState.start`), and a missing bundle is built there too when ratings are at
+hand. The page polls `AppState.version` to learn what changed, so nothing needs a reload.
+"""
+
+import html
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import SdvizError
+from ..io import ROOT, bundle_dir, find_bundle
+
+log = logging.getLogger(__name__)
+
+# The automatic first-run build trades precision for time; the UI and the bundle's settings say so.
+AUTO_BUILD = {"steps": 10, "permutations": 20}
+READY_TIMEOUT_S = 600.0  # an API request that arrives while the model loads waits this long
+
+
+def on_space() -> bool:
+    return bool(os.environ.get("SPACE_ID"))
+
+
+# -- where bundles come from ------------------------------------------------------------------------
+def _resolve_bundle(spec: str) -> Path:
+    """A bundle named on the command line or in SDVIZ_BUNDLE -> a local folder: a folder, or a Hub id
+    OWNER/NAME[@revision] downloaded into the HF cache (hub.resolve_bundle)."""
+    from ..hub import resolve_bundle
+
+    return resolve_bundle(spec)
+
+
+def _default_bundle(slug: str) -> Path:
+    """The running model's bundle when none is named: ./probes/<slug>, the checkout's probes/<slug>, then the
+    user data folder (io.find_bundle); where none exists, the user data folder, where the automatic build writes."""
+    return find_bundle(slug) or bundle_dir(slug)
+
+
+def _load_bundle(path: Path):
+    """Load and check a bundle; raises SdvizError (or anything else, for a damaged one)."""
+    from ..probes import load_bundle
+
+    return load_bundle(path)
+
+
+# -- text shown to visitors ------------------------------------------------------------------------
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def md(text) -> str:
+    """Escape a string from a bundle or a prompt for Markdown: no HTML, no formatting, no links."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))  # quotes are plain text in Markdown
+
+
+def shown_path(path) -> str:
+    """A path as visitors may see it: relative to the project, else only its last part."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return path.name
+
+
+@dataclass
+class AppState:
+    model: str
+    device: str | None
+    bundle_spec: str | None
+    ratings_path: str | None
+    build_cache: str | None = None  # feature cache of the automatic build (default: io.feature_cache_dir)
+    phase: str = "waiting"  # waiting -> loading -> ready | failed
+    error: str = ""
+    pipe: object = None
+    bundle: object = None
+    bundle_note: str = ""  # one sentence shown when there are no bars
+    ratings: object = None
+    clip_name: str | None = None
+    unet_names: list = field(default_factory=list)
+    report_figures: list = field(default_factory=list)  # (key, figure, caption), computed once per bundle
+    bundle_missing: bool = False  # no meta.json where the bundle should be (the automatic build may fill it)
+    building: bool = False
+    build_bars: list = field(default_factory=list)  # the automatic build's tqdm bars, newest last
+    build_error: str = ""
+    version: int = 0  # bumped on every change the page should show
+    step_seconds: float | None = None  # measured per-step time of live runs, for the estimate
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the model (then the bundle, then build what is missing) in a background thread; idempotent."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._start_up, name="sdviz-load", daemon=True)
+            self._thread.start()
+
+    def _bump(self) -> None:
+        self.version += 1
+
+    def _start_up(self) -> None:
+        self.phase = "loading"
+        self._bump()
+        try:
+            from ..models import load_pipeline
+
+            self.pipe = load_pipeline(self.model, device=self.device)
+        except Exception as err:  # noqa: BLE001 - any failure: say it in one sentence and keep serving
+            log.exception("model not loaded")
+            self.error = str(err) if isinstance(err, SdvizError) else "The model could not be loaded; the server log says why."
+            self.phase = "failed"
+            self._ready.set()
+            self._bump()
+            return
+        self._load_ratings()
+        self.reload_bundle()
+        self.phase = "ready"
+        self._ready.set()
+        self._bump()
+        if self.bundle is None and self.bundle_missing and self.can_build():  # never over a damaged one
+            self.auto_build()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        self.start()
+        if not self._ready.wait(timeout):
+            raise SdvizError("The model is still loading; try again in a minute.")
+        if self.phase == "failed":
+            raise SdvizError(self.error)
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "ready"
+
+    def _load_ratings(self) -> None:
+        from ..ratings import default_ratings_path, fetch_binder, load_ratings
+
+        path = self.ratings_path or default_ratings_path()
+        try:
+            if path is None and not on_space() and os.environ.get("HF_HUB_OFFLINE") != "1":
+                path = fetch_binder()  # a machine with internet: the verified download, once
+            if path is not None:
+                self.ratings = load_ratings(path)
+        except Exception as err:  # noqa: BLE001 - no ratings only means no overlay and no build
+            log.warning("ratings not loaded: %s", err)
+
+    # -- the bundle ---------------------------------------------------------------------------------
+    def bundle_path(self) -> Path:
+        return _resolve_bundle(self.bundle_spec) if self.bundle_spec else _default_bundle(self.pipe.sdviz.slug)
+
+    def reload_bundle(self) -> None:
+        """Load, check and prepare the bundle; any defect leaves the app running without bars."""
+        from ..plots import best_per_step, reference_names, report_figures
+        from ..probes import check_bundle_matches
+
+        self.bundle, self.clip_name, self.unet_names, self.report_figures = None, None, [], []
+        self.bundle_missing = False
+        try:
+            path = self.bundle_path()
+        except Exception as err:  # noqa: BLE001
+            log.warning("bundle not found: %s", err)
+            self.bundle_note = "The probe bundle named for this app could not be found, so the app runs without bars."
+            return
+        if not (Path(path) / "meta.json").exists():
+            self.bundle_missing = True
+            self.bundle_note = self._missing_note(path)
+            return
+        try:
+            bundle = _load_bundle(path)
+            check_bundle_matches(bundle, self.pipe)
+            refs = reference_names(bundle.report)
+            best = best_per_step(bundle.report)
+            unet = sorted([n for n in bundle.meta["per_step"] if n.startswith("unet.")], key=lambda n: (n != best, n))
+            figures = report_figures(bundle.report)
+            bundle.attributes, bundle.meta["dataset"]["groups"]  # noqa: B018 - fields the bars need
+        except SdvizError as err:
+            log.warning("bundle not used: %s", err)
+            self.bundle_note = "The probe bundle does not fit this model or is damaged, so the app runs without bars."
+            return
+        except Exception:  # noqa: BLE001 - a damaged bundle must never stop the app
+            log.exception("bundle not used")
+            self.bundle_note = "The probe bundle is damaged, so the app runs without bars."
+            return
+        self.bundle, self.clip_name, self.unet_names, self.report_figures = bundle, (refs[0] if refs else None), unet, figures
+        self.bundle_note = ""
+
+    def _missing_note(self, path) -> str:
+        if on_space():
+            return ("This Space has no probe bundle yet: its host builds one on a GPU, pushes it to the Hub and sets "
+                    "SDVIZ_BUNDLE (docs/spaces.md).")
+        if self.ratings is None:
+            return ("No probe bundle for this model yet. Get the ratings with `python -m sdviz data fetch binder` and "
+                    "restart the app: it then builds the probes by itself.")
+        return f"No probe bundle for this model yet (expected in {md(shown_path(path))})."
+
+    def can_build(self) -> bool:
+        spec = str(self.bundle_spec or "")
+        local = not spec or spec.startswith((".", "/", "~")) or spec.count("/") != 1 or Path(spec).exists()  # not a Hub id
+        return self.pipe is not None and self.ratings is not None and not on_space() and local
+
+    def auto_build(self) -> None:
+        """Build the missing bundle with reduced settings (AUTO_BUILD), showing tqdm's progress in the page."""
+        from ..build import BuildConfig, build
+        from ..io import atomic_write
+
+        self.building, self.build_error, self.build_bars = True, "", []
+        self._bump()
+        try:
+            out = self.bundle_path()
+            config = BuildConfig(model=self.pipe.sdviz.model_id, ratings=str(self.ratings.source), out=str(out),
+                                 cache=self.build_cache, progress=True, **AUTO_BUILD)
+            with watch_tqdm(self.build_bars):
+                result = build(config, pipe=self.pipe)
+            report = dict(result.report)
+            report["settings"] = {**report["settings"], "automatic": True, "steps": AUTO_BUILD["steps"]}
+            import json
+
+            atomic_write(Path(out) / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, allow_nan=False)))
+            from ..build import write_report
+
+            write_report(Path(out))
+        except Exception as err:  # noqa: BLE001 - the app keeps serving without bars
+            log.exception("automatic build failed")
+            self.build_error = (str(err) if isinstance(err, SdvizError) else "The automatic build failed; the server log says why.")
+        finally:
+            self.building = False
+        self.reload_bundle()
+        self._bump()
+
+    def build_progress(self) -> tuple[str, float]:
+        """(what the build is doing, fraction done of that stage) from its newest tqdm bar."""
+        if not self.build_bars:
+            return "loading the ratings", 0.0
+        bar = self.build_bars[-1]
+        desc, n, total = str(getattr(bar, "desc", "") or ""), int(getattr(bar, "n", 0) or 0), int(getattr(bar, "total", 0) or 0)
+        names = {"extract": "reading every rated word through the model", "probes": "training and testing the probes",
+                 "maps": "drawing the maps"}
+        desc = names.get(desc.split("[")[0].strip(), desc or "working")
+        return (f"{desc} ({n}/{total})" if total else desc), (min(n / total, 1.0) if total else 0.0)
+
+    def note_step_time(self, seconds: float) -> None:
+        self.step_seconds = seconds if self.step_seconds is None else 0.7 * self.step_seconds + 0.3 * seconds
+
+
+class watch_tqdm:
+    """Collect the tqdm bars this thread creates (the build's extract/probes/maps stages) into `bars`."""
+
+    def __init__(self, bars: list):
+        self.bars = bars
+
+    def __enter__(self):
+        from tqdm import std
+
+        self.cls, self.init = std.tqdm, std.tqdm.__init__
+        me, bars, init = threading.get_ident(), self.bars, self.init
+
+        def __init__(bar, *args, **kwargs):
+            init(bar, *args, **kwargs)
+            if threading.get_ident() == me and not getattr(bar, "disable", True):
+                bar.mininterval = 0.2  # iterating bars update .n only when they refresh
+                bars.append(bar)
+
+        self.cls.__init__ = __init__
+        return self
+
+    def __exit__(self, *exc):
+        self.cls.__init__ = self.init
+
+
+STATE: AppState | None = None
+
+
+def set_state(state: AppState) -> AppState:
+    global STATE
+    STATE = state
+    return state

@@ -1,0 +1,110 @@
+"""The app on damaged bundles and its start-up: it serves, generates without bars, and says one sentence."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _damage(path: Path, case: str) -> None:
+    meta = json.loads((path / "meta.json").read_text())
+    if case == "meta-empty":
+        (path / "meta.json").write_text("{}")
+    elif case == "meta-no-dims":
+        meta.pop("dims")
+        (path / "meta.json").write_text(json.dumps(meta))
+    elif case == "report-empty":
+        (path / "report.json").write_text("{}")
+    elif case == "report-missing":
+        (path / "report.json").unlink()
+    elif case == "probes-garbage":
+        (path / "probes.safetensors").write_bytes(b"\x00garbage" * 50)
+    elif case == "maps-garbage":
+        (path / "maps.safetensors").write_bytes(b"not a safetensors file")
+    elif case == "other-model":
+        meta["model"] = "<b>evil</b> [link](http://example.com)"
+        (path / "meta.json").write_text(json.dumps(meta))
+
+
+CASES = ["meta-empty", "meta-no-dims", "report-empty", "report-missing", "probes-garbage", "maps-garbage", "other-model"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_damaged_bundle_leaves_the_app_serving_and_generating_without_bars(case, tiny_bundle, subset_csv, tmp_path):
+    from sdviz import ui
+    from sdviz.ui import generate, layout, maps, report, state
+
+    bundle = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, bundle)
+    _damage(bundle, case)
+    demo = ui.create_app("tiny", "cpu", str(bundle), str(subset_csv))
+    assert demo is not None and state.STATE.phase == "waiting"  # nothing loaded before the page is served
+    state.STATE.start()
+    state.STATE.wait_ready()
+    app = state.STATE
+    assert app.ready and app.bundle is None and not app.building
+    assert app.bundle_note.endswith("so the app runs without bars.") and str(tmp_path) not in app.bundle_note
+    updates = list(generate.generate("a photo of a dog", 0, 3, 7.5, None, "domain means"))
+    assert len(updates) == 3
+    image, counter, takeaway, bars, closeness, hint, history, scrub, status = updates[-1]
+    assert counter.startswith("**step 2 of 2**") and image is not None
+    assert bars == {"__type__": "update", "visible": False} and closeness == bars
+    assert hint["visible"] is True and "without bars" in hint["value"]
+    assert len(history) == 3 and history[-1]["decoded"] == {}
+    assert "without bars" in status and "<b>" not in status
+    # the read-only tabs and the poll say the same sentence instead of failing
+    assert maps.render_maps(None, 0, history)[3] == f"*{app.bundle_note}*"
+    assert report.render_report()[0] == f"*{app.bundle_note}*"
+    polled = layout.poll(-1)
+    assert polled[3]["interactive"] is True and app.bundle_note in polled[2]
+
+
+def test_bundle_and_prompt_text_is_escaped_for_markdown_and_paths_are_relative():
+    from sdviz.ui.state import ROOT as PROJECT
+    from sdviz.ui.state import md, shown_path
+
+    assert md("<b>x</b> [a](http://e) *y*") == "&lt;b&gt;x&lt;/b&gt; \\[a\\]\\(http://e\\) \\*y\\*"
+    assert md("CLIP's & #1") == "CLIP's &amp; \\#1"  # quotes stay readable, entities stay whole
+    assert shown_path(PROJECT / "probes" / "tiny") == "probes/tiny"
+    assert shown_path("/srv/secret/place/tiny") == "tiny"
+
+
+def test_importing_and_creating_the_app_loads_no_torch_or_diffusers():
+    code = ("import sys; from sdviz import ui; ui.create_app('tiny', 'cpu', None, None); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_csv_is_written_only_when_asked_and_per_step_files_are_cleaned(tiny_bundle, subset_csv):
+    import csv
+
+    import gradio as gr
+
+    from sdviz import ui
+    from sdviz.ui import generate, state
+
+    demo = ui.create_app("tiny", "cpu", str(tiny_bundle), str(subset_csv))
+    assert demo.delete_cache == (600, 1800)  # Gradio removes per-step images older than 30 min
+    state.STATE.start()
+    state.STATE.wait_ready()
+    with pytest.raises(gr.Error, match="Run a prompt first"):
+        generate.write_csv([])
+    updates = list(generate.generate("a photo of a dog", 0, 2, 7.5, None, "domain means"))
+    history = updates[-1][6]
+    assert generate._CSV_DIR is None or not list(generate._CSV_DIR.glob("*.csv"))  # nothing written by the run itself
+    path = generate.write_csv(history)["value"]
+    rows = list(csv.reader(open(path)))
+    assert rows[0][:3] == ["step", "timestep", "representation"] and len(rows[0]) == 3 + 65
+    assert {r[0] for r in rows[1:]} == {"0", "1"} and len(rows) == 1 + 2 * len(history[0]["decoded"])
+    from sdviz.ui import report
+
+    html_copy = report.report_file()["value"]
+    assert open(html_copy).read() == (tiny_bundle / "report.html").read_text()
