@@ -33,6 +33,8 @@ def _resolve_bundle(spec: str) -> Path:
     OWNER/NAME[@revision] downloaded into the HF cache (hub.resolve_bundle)."""
     from ..hub import resolve_bundle
 
+    if Path(spec).exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        return Path(spec).expanduser()  # a folder, possibly still to be built by the automatic build
     return resolve_bundle(spec)
 
 
