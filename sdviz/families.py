@@ -118,7 +118,7 @@ def detect(class_name: str, text_config: dict | None = None) -> Family:
     if class_name in SD1.pipeline_classes:
         return SD2 if (text_config or {}).get("hidden_act") == "gelu" else SD1
     raise SdvizError(f"sdviz supports {SUPPORTED} checkpoints; this one is a {class_name or 'unknown pipeline'}, "
-                     "so pick a checkpoint of those families (e.g. --model tiny, tiny-sd2 or tiny-sdxl to try offline).")
+                     "so pick a checkpoint of those families (or try them offline with --model tiny, tiny-sd2 or tiny-sdxl).")
 
 
 def family_of(pipe) -> Family:
