@@ -190,7 +190,7 @@ def _safety_kwargs(family, index: dict, torch_dtype) -> dict:
         extractor = CLIPImageProcessor.from_pretrained(SAFETY_CHECKER_ID)
     except Exception as err:
         raise SdvizError(f"On a Space the safety checker must be on, and {SAFETY_CHECKER_ID} could not be loaded "
-                         f"({type(err).__name__}: {str(err)[:200]}): add it to the Space's preload_from_hub.") from None
+                         f"({type(err).__name__}: {' '.join(str(err).split())[:200]}): add it to the Space's preload_from_hub.") from None
     return {"safety_checker": checker, "feature_extractor": extractor, "requires_safety_checker": True}
 
 

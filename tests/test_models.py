@@ -176,7 +176,8 @@ def test_the_safety_checker_is_on_for_real_models_on_a_space_and_off_elsewhere(t
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     checked = build_tiny_pipeline()
-    checked.safety_checker, checked.feature_extractor = _tiny_safety_checker()
+    checker, extractor = _tiny_safety_checker()
+    checked.register_modules(safety_checker=checker, feature_extractor=extractor)
     checked.register_to_config(requires_safety_checker=True)
     checked.save_pretrained(tmp_path / "with-checker")
     build_tiny_pipeline().save_pretrained(tmp_path / "without-checker")
