@@ -98,7 +98,7 @@ def words24_csv(tmp_path_factory, binder_csv):
 @pytest.fixture(scope="session")
 def family_bundle(tmp_path_factory, words24_csv):
     """family_bundle(pipe) -> path of a 24-word probe bundle for that pipe's model, built once per model
-    by `sdviz.build.build` with tiny settings (2 steps, 3 folds, 5 permutations, 50 bootstraps)."""
+    by `sdviz.build.build` with tiny settings (2 steps, 3 folds, 5 permutations)."""
     from sdviz.build import BuildConfig, build
 
     built: dict = {}
@@ -107,7 +107,7 @@ def family_bundle(tmp_path_factory, words24_csv):
         model = pipe.sdviz.model_id
         if model not in built:
             root = tmp_path_factory.mktemp(f"bundle-{model}")
-            config = BuildConfig(model=model, ratings=str(words24_csv), steps=2, folds=3, permutations=5, bootstraps=50,
+            config = BuildConfig(model=model, ratings=str(words24_csv), steps=2, folds=3, permutations=5,
                                  device="cpu", cache=str(root / "cache"), out=str(root / "bundle"), progress=False)
             built[model] = build(config, pipe=pipe).path
         return built[model]
