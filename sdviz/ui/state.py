@@ -231,9 +231,14 @@ class AppState:
             log.exception("automatic build failed")
             self.build_error = (str(err) if isinstance(err, SdvizError) else "The automatic build failed; the server log says why.")
         finally:
-            self.building = False
-        self.reload_bundle()
-        self._bump()
+            # reload and bump before clearing `building`: a poll in between would see a settled page with no
+            # news, switch its timer off and leave the progress bar up
+            try:
+                self.reload_bundle()
+            finally:
+                self._bump()
+                self.building = False
+                self._bump()
 
     def build_progress(self) -> tuple[str, float]:
         """(what the build is doing, fraction done of that stage) from its newest tqdm bar."""
