@@ -2,6 +2,8 @@
 its permutation null and p-value, intervals that include refitting variability, and category separation.
 Pure functions on arrays."""
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import stats
 
@@ -52,17 +54,27 @@ def attribute_disambiguation(P: np.ndarray, Y: np.ndarray) -> float:
     return float(((lhs > rhs) + 0.5 * (lhs == rhs)).mean())
 
 
-def two_v_two_many(P: np.ndarray, Y: np.ndarray) -> np.ndarray:
+def two_v_two_many(P: np.ndarray, Y: np.ndarray, Yz: np.ndarray | None = None) -> np.ndarray:
     """two_v_two for a batch [B, n, T] at once (the permutation nulls), with the same answers.
 
-    Pair scores come from one float32 batched product; pairs whose margin is within TWO_V_TWO_TOL of a
-    tie are decided again in float64 exactly as `two_v_two` does, so the counts are those of float64.
+    Pair scores come from float32 batched products, a few nulls at a time so each product stays in cache;
+    pairs whose margin is within TWO_V_TWO_TOL of a tie are decided again in float64 exactly as `two_v_two`
+    does, so the counts are those of float64. `Yz`: Y already row-z-scored (shared by many calls).
     """
     import torch
 
-    Pz, Yz = _row_z(np.asarray(P, np.float64)), _row_z(np.asarray(Y, np.float64))
-    M = torch.bmm(torch.from_numpy(Pz.astype(np.float32)), torch.from_numpy(Yz.astype(np.float32)).mT).numpy()
-    return _count_2v2(M, Pz, Yz, TWO_V_TWO_TOL)
+    Pz = _row_z(np.asarray(P, np.float64))
+    Yz = _row_z(np.asarray(Y, np.float64)) if Yz is None else Yz
+    P32, Y32 = torch.from_numpy(Pz.astype(np.float32)), torch.from_numpy(Yz.astype(np.float32))
+    out = np.empty(len(Pz))
+    for b in range(0, len(Pz), _NULL_CHUNK):
+        part = slice(b, b + _NULL_CHUNK)
+        M = torch.bmm(P32[part], Y32[part].mT).numpy()
+        out[part] = _count_2v2(M, Pz[part], Yz[part], TWO_V_TWO_TOL)
+    return out
+
+
+_NULL_CHUNK = 8  # nulls per float32 product: 8 x 434 x 434 floats stay in cache for the count
 
 
 def _count_2v2(M, Pz, Yz, tol):
@@ -82,13 +94,14 @@ def _numba_kernels():
             B, n, T = Pz.shape
             out = np.zeros(B)
             for b in range(B):
-                total = 0.0
+                match = np.diag(M[b]).copy()
+                swap = M[b] + M[b].T  # the same float32 sums as M[i, j] + M[j, i], read row by row
+                wins, close = 0, 0.0
                 for i in range(n):
                     for j in range(i + 1, n):
-                        margin = (M[b, i, i] + M[b, j, j]) - (M[b, i, j] + M[b, j, i])
-                        if margin > tol:
-                            total += 1.0
-                        elif margin >= -tol:  # too close to call in float32: decided in float64 like two_v_two
+                        margin = (match[i] + match[j]) - swap[i, j]
+                        wins += margin > tol  # no branch: about half the pairs go each way
+                        if abs(margin) <= tol:  # rare, too close to call in float32: float64 like two_v_two
                             cii = cjj = cij = cji = 0.0
                             for t in range(T):
                                 cii += Pz[b, i, t] * Yz[b, i, t]
@@ -96,25 +109,86 @@ def _numba_kernels():
                                 cij += Pz[b, i, t] * Yz[b, j, t]
                                 cji += Pz[b, j, t] * Yz[b, i, t]
                             exact = ((1 - cij) + (1 - cji)) - ((1 - cii) + (1 - cjj))
-                            total += 1.0 if exact > tie else (0.5 if abs(exact) <= tie else 0.0)
-                out[b] = total / (n * (n - 1) / 2)
+                            close += 1.0 if exact > tie else (0.5 if abs(exact) <= tie else 0.0)
+                out[b] = (wins + close) / (n * (n - 1) / 2)
             return out
 
-        _KERNELS.append(count)
+        @numba.njit(cache=True)
+        def disambiguation(C):
+            B, T, _ = C.shape
+            out = np.zeros(B)
+            for b in range(B):
+                match = np.diag(C[b]).copy()
+                swap = C[b] + C[b].T
+                wins, ties = 0, 0
+                for a in range(T):
+                    for c in range(a + 1, T):
+                        lhs = match[a] + match[c]
+                        wins += lhs > swap[a, c]
+                        ties += lhs == swap[a, c]
+                out[b] = (wins + 0.5 * ties) / (T * (T - 1) / 2)
+            return out
+
+        _KERNELS.extend([count, disambiguation])
     return _KERNELS
+
+
+def _z_columns(A: np.ndarray) -> np.ndarray:
+    """Columns z-scored over words (axis -2), ddof 0; a column without spread stays 0."""
+    A = A - A.mean(-2, keepdims=True)
+    sd = A.std(-2, keepdims=True)
+    return A / np.where(sd > 0, sd, 1)
+
+
+def _disambiguation_from(C: np.ndarray) -> np.ndarray:
+    """Attribute disambiguation from cross-correlation matrices C [..., T, T] -> [...]."""
+    flat = np.ascontiguousarray(C.reshape(-1, *C.shape[-2:]), dtype=np.float64)
+    return _numba_kernels()[1](flat).reshape(C.shape[:-2])
+
+
+def _cross(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """A' B / n over words for column-z-scored [..., n, T] arrays: the cross-correlation matrices [..., T, T].
+    In torch, so the build's products share one thread pool (numpy's BLAS threads spin against torch's)."""
+    import torch
+
+    return (torch.from_numpy(A).mT @ torch.from_numpy(B)).numpy() / A.shape[-2]
 
 
 def disambiguation_many(P: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """attribute_disambiguation over a leading batch dim [B, n, T] -> [B]."""
-    def z(A):
-        A = A - A.mean(-2, keepdims=True)
-        sd = A.std(-2, keepdims=True)
-        return A / np.where(sd > 0, sd, 1)
+    return _disambiguation_from(_cross(_z_columns(P), _z_columns(Y)))
 
-    C = np.swapaxes(z(P), -1, -2) @ z(Y) / P.shape[-2]  # [B, T, T]
-    a, b = np.triu_indices(C.shape[-1], k=1)
-    lhs, rhs = C[:, a, a] + C[:, b, b], C[:, a, b] + C[:, b, a]
-    return ((lhs > rhs) + 0.5 * (lhs == rhs)).mean(-1)
+
+@dataclass
+class NullRatings:
+    """The ratings side of the permutation-null scores, computed once and shared by every representation x
+    step: the shuffled ratings [M, n, T] z-scored over words within each fold and pooled (r, disambiguation),
+    and over attributes (2v2)."""
+
+    folds: list[np.ndarray]
+    fold_z: list[np.ndarray]  # per fold [M, n_f, T]
+    pooled_z: np.ndarray  # [M, n, T]
+    row_z: np.ndarray  # [M, n, T]
+
+    @classmethod
+    def of(cls, null_Y: np.ndarray, folds: list[np.ndarray]) -> "NullRatings":
+        return cls(folds, [_z_columns(null_Y[:, f]) for f in folds], _z_columns(null_Y), _row_z(null_Y))
+
+
+def null_scores(null_P: np.ndarray, side: NullRatings) -> dict[str, np.ndarray]:
+    """Every null score of one representation x step from its M null predictions [M, n, T]: pooled r per
+    attribute [M, T] and per fold [M, K, T], 2v2 [M], disambiguation pooled [M] and per fold [M, K].
+    r and disambiguation both come from one cross-correlation matrix per null (and per fold): its
+    diagonal is each attribute's r, the whole matrix gives the disambiguation."""
+    pooled = _cross(_z_columns(null_P), side.pooled_z)  # [M, T, T]
+    per_fold = np.stack([_cross(_z_columns(null_P[:, f]), z) for f, z in zip(side.folds, side.fold_z)], 1)  # [M, K, T, T]
+    return {
+        "r": np.diagonal(pooled, axis1=-2, axis2=-1),
+        "fold_r": np.diagonal(per_fold, axis1=-2, axis2=-1),
+        "two_v_two": two_v_two_many(null_P, None, side.row_z),
+        "disambiguation": _disambiguation_from(pooled),
+        "fold_disambiguation": _disambiguation_from(per_fold),
+    }
 
 
 def fold_interval(estimate: float, per_fold: np.ndarray, factor: float) -> list[float]:
@@ -149,7 +223,8 @@ def _p_value(null: np.ndarray, observed: float) -> float:
 def evaluate(P: np.ndarray, Y: np.ndarray, attributes: list[str], groups: dict[str, str], *, folds: list[np.ndarray],
              null_P: np.ndarray | None = None, null_Y: np.ndarray | None = None, timings: dict | None = None) -> dict:
     """Every probe number for one representation (x step) from its out-of-fold predictions P [n, T] and
-    ratings Y, both centred within folds (CVResult.centred); null_P/null_Y [perm, n, T] likewise.
+    ratings Y, both centred within folds (CVResult.centred); null_P/null_Y [perm, n, T] likewise
+    (null_Y may be a `NullRatings` computed once for many calls).
 
     Intervals: `fold_interval` with the fold-correlation factor measured on the nulls (Nadeau–Bengio's
     without them). Every score has its null [mean, sd] and p = (1 + #null >= observed) / (1 + perms).
@@ -176,11 +251,10 @@ def evaluate(P: np.ndarray, Y: np.ndarray, attributes: list[str], groups: dict[s
     f_group = np.full(len(members), nb)
     if null_P is not None:
         with stage(timings, "nulls"):
-            null_r = pearson_columns(null_P, null_Y)  # [M, T]
-            null_fold_r = np.stack([pearson_columns(null_P[:, f], null_Y[:, f]) for f in folds], 1)  # [M, K, T]
-            null_2v2 = two_v_two_many(null_P, null_Y)
-            null_dis = disambiguation_many(null_P, null_Y)
-            null_fold_dis = np.stack([disambiguation_many(null_P[:, f], null_Y[:, f]) for f in folds], 1)
+            side = null_Y if isinstance(null_Y, NullRatings) else NullRatings.of(null_Y, folds)
+            scores = null_scores(null_P, side)
+            null_r, null_fold_r, null_2v2 = scores["r"], scores["fold_r"], scores["two_v_two"]
+            null_dis, null_fold_dis = scores["disambiguation"], scores["fold_disambiguation"]
             f_mean = float(null_fold_factor(null_r.mean(-1), null_fold_r.mean(-1), nb))
             f_dis = float(null_fold_factor(null_dis, null_fold_dis, nb))
             f_group = null_fold_factor(np.stack([null_r[:, i].mean(-1) for i in members], -1),
@@ -248,6 +322,7 @@ def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[s
     parts = targets.folds
     Yc = centre_within_folds(Y, parts)
     null_Y = centre_within_folds(np.stack([Y[p] for p in targets.permutations]), parts) if n_permutations else None
+    null_side = NullRatings.of(null_Y, parts) if n_permutations else None  # the same for every representation
     out = {}
     for name in tqdm(list(features), desc="probes", unit="repr", disable=not progress):
         X = features[name]
@@ -262,7 +337,7 @@ def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[s
         results, pred_corr = [], {}
         for step in range(S):
             metrics = evaluate(P[step], Yc, attributes, groups, folds=parts, timings=timings,
-                               null_P=None if nP is None else nP[step], null_Y=null_Y)
+                               null_P=None if nP is None else nP[step], null_Y=null_side)
             with stage(timings, "metrics"):
                 metrics["alpha_median"] = float(cv.alphas[step].median())  # torch: the lower middle value
                 if categories is not None:
