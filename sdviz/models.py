@@ -3,6 +3,8 @@
 `load_pipeline` returns the diffusers pipeline of the checkpoint's family (`families.py`: SD 1.x,
 SD 2.x, SDXL) with an explicit scheduler, its progress bar off, and a `ModelInfo` at `pipe.sdviz`
 saying what it is. The safety checker is off locally and on when running on a Hugging Face Space.
+In float16 the checkpoint's fp16 files are read (the full ones, cast, where it has none); weights load
+only from safetensors.
 """
 
 import json
@@ -132,13 +134,15 @@ def _load_error(model: str, err: Exception) -> SdvizError:
         return SdvizError(
             f"Could not load the Stable Diffusion folder '{model}': {type(err).__name__}: {str(err)[:300]}. "
             "It must hold model_index.json and the unet/, vae/, text_encoder/, tokenizer/ and scheduler/ folders "
+            "with safetensors weights (sdviz never loads pickled .bin/.ckpt weights) "
             "(re-download it with `huggingface-cli download <id> --local-dir <folder>`), or use --model tiny."
         )
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     return SdvizError(
         f"Could not load '{model}' from the Hugging Face cache or hub ({type(err).__name__}: {str(err)[:200]}). "
         + ("HF_HUB_OFFLINE is set, so only the local cache was searched. " if offline else "")
-        + f"Check the model id, pre-download it with `huggingface-cli download {model}`, or use --model tiny."
+        + f"Check the model id (it needs safetensors weights), pre-download it with `huggingface-cli download {model}`, "
+        "or use --model tiny."
     )
 
 
@@ -156,11 +160,19 @@ def _load_real(model: str, torch_dtype: torch.dtype, scheduler: str):
         raise _load_error(model, err) from None
     family = detect(index.get("_class_name", ""), text_config)  # refuses SD3, Flux and anything else
     kwargs = _safety_kwargs(family, index, torch_dtype)
-    try:
-        # AutoPipelineForText2Image maps the checkpoint's class to its text-to-image pipeline
-        pipe = AutoPipelineForText2Image.from_pretrained(model, dtype=torch_dtype, use_safetensors=None, **kwargs)
-    except Exception as err:  # diffusers raises OSError, ValueError, HTTP and safetensors errors here
-        raise _load_error(model, err) from None
+    # Half precision loads the checkpoint's fp16 files where it has them (half the download, what a Space
+    # preloads); a checkpoint without them loads its full-precision files, cast. Weights come only from
+    # safetensors: a pickled checkpoint could run code.
+    variants = ["fp16", None] if torch_dtype == torch.float16 else [None]
+    for variant in variants:
+        try:
+            # AutoPipelineForText2Image maps the checkpoint's class to its text-to-image pipeline
+            pipe = AutoPipelineForText2Image.from_pretrained(model, dtype=torch_dtype, variant=variant,
+                                                             use_safetensors=True, **kwargs)
+            break
+        except Exception as err:  # diffusers raises OSError, ValueError, HTTP and safetensors errors here
+            if variant is None:
+                raise _load_error(model, err) from None
     if type(pipe).__name__ not in family.pipeline_classes:
         raise SdvizError(f"sdviz supports {SUPPORTED} checkpoints; '{model}' loaded as a {type(pipe).__name__}, "
                          "so pick a text-to-image checkpoint of those families.")

@@ -193,3 +193,26 @@ def test_the_safety_checker_is_on_for_real_models_on_a_space_and_off_elsewhere(t
     with pytest.raises(SdvizError, match="no safety checker for SDXL"):
         load_pipeline(str(tmp_path / "sdxl"), device="cpu")
     assert load_pipeline("tiny", device="cpu").sdviz.is_tiny  # asking for tiny by name still works on a Space
+
+
+def test_half_precision_loads_the_fp16_variant_falls_back_to_full_files_and_never_loads_pickles(tmp_path, monkeypatch):
+    """What a Space preloads (preload_from_hub with the fp16 files) is what load_pipeline asks for in float16."""
+    import torch
+
+    from sdviz.models import build_tiny_pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny = build_tiny_pipeline()
+    tiny.to(torch.float16).save_pretrained(tmp_path / "fp16-only", variant="fp16")
+    assert list((tmp_path / "fp16-only" / "unet").glob("*.fp16.safetensors"))
+    tiny.to(torch.float32)
+    tiny.save_pretrained(tmp_path / "full")
+    tiny.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+
+    pipe = load_pipeline(str(tmp_path / "fp16-only"), device="cpu", dtype="float16")
+    assert pipe.unet.dtype == torch.float16 and pipe.sdviz.dtype == "float16"
+    pipe = load_pipeline(str(tmp_path / "full"), device="cpu", dtype="float16")  # no fp16 files: the full ones, cast
+    assert pipe.unet.dtype == torch.float16
+    assert load_pipeline(str(tmp_path / "full"), device="cpu").unet.dtype == torch.float32
+    with pytest.raises(SdvizError, match="safetensors"):
+        load_pipeline(str(tmp_path / "pickled"), device="cpu")
