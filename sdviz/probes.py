@@ -232,10 +232,10 @@ def _cross_validate_block(X: torch.Tensor, targets: Targets, alphas: torch.Tenso
     out = torch.empty(S, n, targets.stacked.shape[1], dtype=torch.float64)
     x_all = X.mean(-2, keepdim=True)
     Xg = X - x_all  # a shift of every word's features cancels in each fold's standardisation
-    others = None
+    others = None  # yields, fold by fold, the sum of Xg'Y over the other folds' words
     chosen_all = []
-    for f, (test, train, y_mean, Yc, yy) in enumerate(zip(targets.folds, targets.train, targets.train_mean,
-                                                          targets.train_centred, targets.train_ss)):
+    for test, train, y_mean, Yc, yy in zip(targets.folds, targets.train, targets.train_mean, targets.train_centred,
+                                           targets.train_ss):
         n_tr = len(train)
         mean, std = standardise_stats(X[:, train, :])
         Z = (X[:, train, :] - mean) / std
@@ -248,28 +248,40 @@ def _cross_validate_block(X: torch.Tensor, targets: Targets, alphas: torch.Tenso
         else:  # more words than dims: the primal, with Z'Yc from per-fold products shared by all folds
             if others is None:
                 others = _leave_one_out_sums([Xg[:, t, :].mT @ targets.stacked[t] for t in targets.folds])
+            ZtY_all = next(others)
             evals, V = torch.linalg.eigh(Z.mT @ Z)
             s, inv = _singular(evals)
-            shift = (mean - x_all).mT  # [S, d, 1]: the training mean in globally centred units
-            ZtY = (others[f] - n_tr * shift * y_mean) / std.mT  # = Z'Yc for this fold's training words
-            C = (V.mT @ ZtY) * inv[:, :, None]
+            # C = U'Yc = inv * V' Z'Yc, with Z'Yc = (others - n_tr * shift y_mean') / std for the training words
+            # (shift: their mean in globally centred units); the small [S, k, d] factors are applied first, so
+            # the [S, d, T'] sums are read once by one product and one rank-1 update
+            W = V.mT * inv[:, :, None] / std  # [S, k, d]
+            C = W @ ZtY_all
+            C -= (W @ (mean - x_all).mT) * (n_tr * y_mean)
             Zt = Zte @ V
         chosen = _gcv_alphas(C, s, yy, n_tr, alphas)  # [S, T']
-        D = s[:, :, None] / (s[:, :, None] ** 2 + chosen[:, None, :])
-        out[:, test, :] = Zt @ (D * C) + y_mean
+        D = chosen[:, None, :] + s[:, :, None] ** 2  # s / (s^2 + alpha) * C, in place: [S, k, T'] is the big one
+        D.reciprocal_().mul_(s[:, :, None]).mul_(C)
+        out[:, test, :] = Zt @ D + y_mean
         chosen_all.append(chosen)
     return out, torch.stack(chosen_all, -2)
 
 
-def _leave_one_out_sums(blocks: list[torch.Tensor]) -> list[torch.Tensor]:
-    """[sum of every block but the f-th for each f], from prefix and suffix sums (2K additions, not K^2)."""
+def _leave_one_out_sums(blocks: list[torch.Tensor]):
+    """Yield, for f = 0..K-1, the sum of every block but the f-th, from prefix and suffix sums (about 3K
+    additions, not K^2). The prefix is accumulated in place and each sum lands in one reused buffer: these are
+    the largest arrays of a build, so fresh memory per addition costs more than the additions (the yielded
+    tensor is valid until the next one)."""
     K = len(blocks)
-    prefix, suffix = [None] * K, [None] * K
-    for f in range(1, K):
-        prefix[f] = blocks[0] if f == 1 else prefix[f - 1] + blocks[f - 1]
+    suffix = [None] * K
     for f in range(K - 2, -1, -1):
         suffix[f] = blocks[K - 1] if f == K - 2 else suffix[f + 1] + blocks[f + 1]
-    return [suffix[0] if f == 0 else prefix[f] if f == K - 1 else prefix[f] + suffix[f] for f in range(K)]
+    yield suffix[0]
+    prefix, buffer = blocks[0].clone(), torch.empty_like(blocks[0])
+    for f in range(1, K):
+        if f > 1:
+            prefix += blocks[f - 1]
+        suffix[f - 1] = None
+        yield prefix if f == K - 1 else torch.add(prefix, suffix[f], out=buffer)
 
 
 def _singular(evals: torch.Tensor):
