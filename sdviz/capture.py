@@ -61,6 +61,29 @@ class StepRecord:
     image: Image.Image | None = None  # the VAE-decoded image, on the last record only
 
 
+@dataclass
+class Shift:
+    """Steering: add `vector` to what the denoiser reads, on the conditional half of a CFG batch only.
+
+    where="clip": to every real token of the prompt's conditioning (the tensor the denoiser's cross-attention
+    receives), so its masked mean, `clip.cond`, moves by exactly `vector`. where=a block name ("unet.mid"): to
+    that block's output at every position, so its pooled feature moves by exactly `vector`; a down block's skip
+    connections keep the unshifted copy. vector: [dim], or [batch, dim] for one per prompt. steps: the
+    denoising steps k it applies at (None: all).
+    """
+
+    where: str
+    vector: torch.Tensor
+    steps: frozenset | None = None
+
+    def applies(self, step: int) -> bool:
+        return self.steps is None or step in self.steps
+
+    def rows(self, batch: int) -> torch.Tensor:
+        v = self.vector.float()
+        return v.expand(batch, -1) if v.dim() == 1 else v
+
+
 class Cancelled(Exception):
     """Raised inside the step loop to stop the pipeline when a stream is closed."""
 
@@ -151,7 +174,7 @@ class Capture:
     `Cancelled` when `should_stop()` is true.
     """
 
-    def __init__(self, pipe, *, guidance: bool, names=None, on_step=None, should_stop=None):
+    def __init__(self, pipe, *, guidance: bool, names=None, on_step=None, should_stop=None, shifts=None):
         self.pipe = pipe
         self.family = family_of(pipe)
         self.guidance = guidance
@@ -162,6 +185,11 @@ class Capture:
             raise SdvizError(f"Unknown representation(s) {sorted(unknown)}. Available: {', '.join(all_names)}.")
         self.on_step = on_step
         self.should_stop = should_stop
+        self.shifts: list[Shift] = list(shifts or [])
+        places = {"clip"} | {name for name, _ in self.family.blocks(pipe)}
+        for shift in self.shifts:
+            if shift.where not in places:
+                raise SdvizError(f"Cannot steer at '{shift.where}'. Choose clip or one of: {', '.join(sorted(places - {'clip'}))}.")
         self.handles: list = []
         # per text encoder prefix, one dict per call: the first is the prompt, then the negative prompt
         self.text_calls: dict[str, list[dict]] = {}
@@ -197,9 +225,10 @@ class Capture:
 
     def _register(self):
         wanted = set(self.names)
+        steer_clip = any(s.where == "clip" for s in self.shifts)
         for i, (spec, model, tokenizer) in enumerate(self.family.encoders(self.pipe)):
             mine = {n for n in wanted if n.startswith(spec.prefix + ".")}
-            if not mine and not (i == 0 and COND in wanted):  # clip.cond needs the first encoder's token mask
+            if not mine and not (i == 0 and (COND in wanted or steer_clip)):  # both need the first encoder's token mask
                 continue
             self.text_calls[spec.prefix], self._masks[spec.prefix] = [], []
             self._hook(model, self._text_begin(spec.prefix, tokenizer.eos_token_id), pre=True)
@@ -209,9 +238,14 @@ class Capture:
                 if f"{spec.prefix}.layer{k}" in wanted:
                     self._hook(module, self._layer_hook(spec.prefix, f"{spec.prefix}.layer{k}"))
         blocks = self.family.blocks(self.pipe)
+        denoiser = getattr(self.pipe, self.family.denoiser)
+        if steer_clip:  # registered first: clip.cond and every block then read the steered conditioning
+            self._hook(denoiser, self._shift_cond, pre=True)
         if COND in wanted:
-            self._hook(getattr(self.pipe, self.family.denoiser), self._cond_hook, pre=True)
+            self._hook(denoiser, self._cond_hook, pre=True)
         for name, block in blocks:
+            if any(s.where == name for s in self.shifts):
+                self._hook(block, self._shift_block(name))
             if name in wanted:
                 self._hook(block, self._block_hook(name))
 
@@ -258,6 +292,40 @@ class Capture:
             states = states.chunk(2)[1]
         first = next(iter(self._masks))
         self._cond[COND] = self._masked_mean(states, self._masks[first][0])  # the prompt's real tokens
+
+    def _active(self, where: str) -> list[Shift]:
+        step = len(self.steps)  # the denoiser call of step k runs before step k is closed
+        return [s for s in self.shifts if s.where == where and s.applies(step)]
+
+    def _on_conditional_half(self, delta: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(delta), delta]) if self.guidance else delta
+
+    def _shift_cond(self, module, args, kwargs):
+        active = self._active("clip")
+        if not active:
+            return None
+        key = "encoder_hidden_states"
+        states = kwargs[key] if key in kwargs else args[2]
+        mask = self._masks[next(iter(self._masks))][0].to(states.device)[..., None]  # the prompt's real tokens
+        total = sum(s.rows(mask.shape[0]).to(states.device) for s in active)  # [batch, dim]
+        shifted = states + self._on_conditional_half(mask * total[:, None, :]).to(states.dtype)
+        if key in kwargs:
+            return args, {**kwargs, key: shifted}
+        return (*args[:2], shifted, *args[3:]), kwargs
+
+    def _shift_block(self, name):
+        def hook(module, args, output):
+            active = self._active(name)
+            if not active:
+                return None
+            hidden = output[0] if isinstance(output, (tuple, list)) else output
+            batch = hidden.shape[0] // 2 if self.guidance else hidden.shape[0]
+            total = sum(s.rows(batch).to(hidden.device) for s in active)  # [batch, channels]
+            delta = self._on_conditional_half(total).reshape(hidden.shape[0], -1, *[1] * (hidden.dim() - 2))
+            hidden = hidden + delta.to(hidden.dtype)
+            return (hidden, *output[1:]) if isinstance(output, (tuple, list)) else hidden
+
+        return hook
 
     def _block_hook(self, name):
         def hook(module, args, output):
@@ -378,17 +446,19 @@ def trace(
     negative_prompt: str | None = None,
     decode: bool = True,
     template: str | None = None,
+    shifts=None,
 ) -> Trace:
     """Run the pipeline on a batch of prompts and return every requested representation.
 
     A batch gives the same features as one call per prompt (up to float tolerance): each
-    prompt gets its own seeded generator. `layers` restricts capture to those names.
+    prompt gets its own seeded generator. `layers` restricts capture to those names. `shifts` (a list of
+    `Shift`) steer the run (sdviz.steer); their hooks live and die with the capture's.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     seeds = _seeds(seeds, len(prompts))
     check_run_args(pipe, prompts, steps, guidance, height, width, seeds)
     cfg_batch = family_of(pipe).has_cfg_batch(pipe, guidance)
-    with _pipe_lock(pipe), Capture(pipe, guidance=cfg_batch, names=layers) as capture:
+    with _pipe_lock(pipe), Capture(pipe, guidance=cfg_batch, names=layers, shifts=shifts) as capture:
         out = pipe(**_run_kwargs(pipe, prompts, seeds, steps, guidance, height, width, negative_prompt, decode, capture))
     meta = run_meta(pipe, steps=steps, guidance=guidance, seeds=seeds, height=height, width=width,
                     template=template, negative_prompt=negative_prompt)

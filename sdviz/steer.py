@@ -1,0 +1,246 @@
+"""Steering: move what the denoiser reads along a probe's direction and see what changes downstream.
+
+Probes read attributes; steering tests the causal claim behind them. For an attribute and a strength s, the
+probe's weight vector w (un-standardised into feature units) gives the direction d = s * w / |w|^2: added to a
+representation, it moves that probe's reading by exactly s (rating units) and nothing else the probe sees.
+`steer` adds d to the conditioning the denoiser receives ("clip": every real token, so `clip.cond` moves by d)
+or to one UNet block's output at chosen steps, regenerates with the same seed and decodes both runs.
+`steer_eval` turns that into a measurement over the dataset's words: how much the target attribute moves
+downstream against the others, with held-out directions and a random-direction control (docs/steering.md).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .capture import COND, Shift, Trace, is_per_step, trace
+from .errors import SdvizError
+from .families import family_of
+from .probes import Bundle, check_bundle_matches, fit_ridge, kfold, nearest_trained_step
+
+
+@dataclass
+class SteerResult:
+    prompt: str
+    attribute: str
+    strength: float
+    where: str  # "clip" or a UNet block name ("unet.mid")
+    steps_steered: list[int]  # denoising steps k (0 = pure noise) where the shift was applied
+    original: Trace  # decode=True, batch of 1, all representations
+    steered: Trace
+    decoded_original: dict[str, dict[str, float]]  # representation -> attribute -> value (per-step names: last step)
+    decoded_steered: dict[str, dict[str, float]]
+    target_change: dict[str, float]  # representation -> steered - original for `attribute`
+    others_change: dict[str, float]  # representation -> mean |steered - original| over the other attributes
+
+
+def clip_probe_name(bundle: Bundle) -> str:
+    """The probe that reads the conditioning the denoiser receives: clip.cond (equal to clip.mean on SD 1/2)."""
+    for name in (COND, "clip.mean"):
+        if name in bundle.probes:
+            return name
+    raise SdvizError("This bundle has no clip.cond or clip.mean probe to steer with. Rebuild it with `python -m sdviz build`.")
+
+
+def _unit_direction(weight: torch.Tensor, std: torch.Tensor, what: str) -> torch.Tensor:
+    """w / |w|^2 in feature units for one attribute's standardised weights: moves the reading by exactly 1."""
+    w = weight.double() / std.double()
+    norm2 = float((w**2).sum())
+    if norm2 == 0.0:
+        raise SdvizError(f"The probe for {what} has all-zero weights (its penalty shrank it away), so it gives no "
+                         "direction to steer along. Pick another attribute or representation.")
+    return (w / norm2).float()
+
+
+def steer_direction(bundle: Bundle, name: str, attribute: str, *, live_step: int = 0, live_steps: int = 1) -> torch.Tensor:
+    """The feature-unit vector that moves `name`'s probe reading of `attribute` by exactly 1 (scale by the strength).
+    A per-step probe is taken at the trained step nearest to live step k of a `live_steps`-step run."""
+    if attribute not in bundle.attributes:
+        raise SdvizError(f"Unknown attribute '{attribute}'. The bundle's attributes are: {', '.join(bundle.attributes)}.")
+    if name not in bundle.probes:
+        raise SdvizError(f"The bundle has no probe for '{name}'. It has: {', '.join(bundle.probes)}.")
+    probe = bundle.probes[name]
+    j = nearest_trained_step(live_step, live_steps, probe.weight.shape[0]) if name in bundle.meta["per_step"] else 0
+    t = bundle.attributes.index(attribute)
+    return _unit_direction(probe.weight[j][:, t], probe.std[j], f"{attribute} in {name}")
+
+
+def decode_trace(bundle: Bundle, tr: Trace, row: int = 0) -> dict[str, dict[str, float]]:
+    """Every representation the bundle has a probe for, decoded for one prompt of a trace (per-step: last step)."""
+    out = {}
+    for name, x in tr.features.items():
+        if name not in bundle.probes:
+            continue
+        if is_per_step(name):
+            S = x.shape[1]
+            values = bundle.predict(name, x[row, -1], live_step=S - 1, live_steps=S)
+        else:
+            values = bundle.predict(name, x[row])
+        out[name] = {a: float(v) for a, v in zip(bundle.attributes, values)}
+    return out
+
+
+def _changes(before: dict, after: dict, attribute: str) -> tuple[dict[str, float], dict[str, float]]:
+    target, others = {}, {}
+    for name in before:
+        delta = {a: after[name][a] - before[name][a] for a in before[name]}
+        target[name] = delta[attribute]
+        rest = [abs(v) for a, v in delta.items() if a != attribute]
+        others[name] = float(np.mean(rest)) if rest else 0.0
+    return target, others
+
+
+def _check_where(pipe, bundle: Bundle, where: str) -> str:
+    """The probe name steering at `where` uses."""
+    if where == "clip":
+        return clip_probe_name(bundle)
+    blocks = [name for name, _ in family_of(pipe).blocks(pipe)]
+    if where not in blocks:
+        raise SdvizError(f"Cannot steer at '{where}'. Choose clip or one of: {', '.join(blocks)}.")
+    if where not in bundle.probes:
+        raise SdvizError(f"The bundle has no probe for '{where}'. Rebuild it with that representation.")
+    return where
+
+
+def shifts_for(bundle: Bundle, where: str, probe: str, attribute: str, strength: float, steps: list[int],
+               num_steps: int) -> list[Shift]:
+    """The Shift hooks of one steer: CLIP gets one (the conditioning is read at every step); a block gets one
+    per steered step, each along the probe trained nearest to that step."""
+    if where == "clip":
+        return [Shift("clip", strength * steer_direction(bundle, probe, attribute), frozenset(steps))]
+    return [Shift(where, strength * steer_direction(bundle, probe, attribute, live_step=k, live_steps=num_steps),
+                  frozenset([k])) for k in steps]
+
+
+def steer(pipe, bundle: Bundle, prompt: str, *, attribute: str, strength: float, where: str = "clip", steps=None,
+          seed: int = 0, num_steps: int = 20, guidance: float = 7.5) -> SteerResult:
+    """Generate `prompt` twice with the same seed, the second time shifted along `attribute`'s probe direction by
+    `strength` (rating units) at `where`, and decode both. strength 0 reproduces the original image bit for bit."""
+    check_bundle_matches(bundle, pipe)
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not np.isfinite(strength):
+        raise SdvizError(f"The strength must be a number (rating units, e.g. 2 or -2); got {strength!r}.")
+    probe = _check_where(pipe, bundle, where)
+    steered_steps = list(range(num_steps)) if steps is None else sorted({int(k) for k in steps})
+    if not steered_steps or steered_steps[0] < 0 or steered_steps[-1] >= num_steps:
+        raise SdvizError(f"Steps to steer must lie in 0..{num_steps - 1} (step 0 is pure noise); got {steps!r}.")
+    shifts = shifts_for(bundle, where, probe, attribute, float(strength), steered_steps, num_steps)
+    common = dict(seeds=seed, steps=num_steps, guidance=guidance)
+    original = trace(pipe, [prompt], **common)
+    steered = trace(pipe, [prompt], shifts=shifts, **common)
+    before, after = decode_trace(bundle, original), decode_trace(bundle, steered)
+    target, others = _changes(before, after, attribute)
+    return SteerResult(prompt, attribute, float(strength), where, steered_steps, original, steered, before, after,
+                       target, others)
+
+
+# -- the measurement ---------------------------------------------------------------------------
+def specificity(original: np.ndarray, steered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From readouts of W words, original [W, T] and steered along each attribute's direction [W, A=T, T]:
+    (target [A]: mean over words of attribute a's change when steering a,
+     others [A]: mean over words and the other attributes of |change| when steering a)."""
+    delta = steered - original[:, None, :]  # [W, A, T]
+    T = delta.shape[-1]
+    eye = np.eye(T, dtype=bool)
+    target = delta[:, eye].mean(0)
+    others = np.abs(delta[:, ~eye].reshape(delta.shape[0], T, T - 1)).mean((0, 2)) if T > 1 else np.zeros(T)
+    return target, others
+
+
+def _directions(X: torch.Tensor, Y: np.ndarray) -> torch.Tensor:
+    """[T, dim] unit directions (w / |w|^2 in feature units) of ridge probes fitted on X [n, dim] -> Y [n, T]."""
+    probe = fit_ridge(X.double(), torch.as_tensor(Y))
+    return torch.stack([_unit_direction(probe.weight[:, t], probe.std, f"attribute {t}") for t in range(Y.shape[1])])
+
+
+def steer_eval(pipe, bundle: Bundle, features: dict[str, torch.Tensor], words: list[str], Y: np.ndarray, *,
+               prompts: list[str], n_words: int = 6, strengths=(1.0, 2.0, 4.0), wheres=("clip", "unet.mid"),
+               readout: str | None = None, steps: int = 6, guidance: float = 7.5, seed: int = 0,
+               folds: int = 3, progress: bool = True) -> dict:
+    """Steering specificity over `n_words` of the dataset's words (docs/steering.md).
+
+    features: the build's feature cache (name -> [words, dim] or [words, trained steps, dim]) for `words`, with
+    ratings Y [words, T] and `prompts` (the template filled). The evaluated words are split into `folds`; the
+    probes giving the directions and the readout probe are refitted without the fold's words (cross-fitting),
+    so no word is steered or read by a probe that saw it. For each word, strength and place, one batched run
+    steers every attribute (one row each) plus, per attribute, a random direction of the same norm (control).
+    The readout (default: the denoiser's last block) is decoded at the last step.
+    """
+    from tqdm.auto import tqdm
+
+    check_bundle_matches(bundle, pipe)
+    blocks = [name for name, _ in family_of(pipe).blocks(pipe)]
+    readout = readout or blocks[-1]
+    for where in wheres:
+        _check_where(pipe, bundle, where)
+    if readout not in features or not is_per_step(readout):
+        raise SdvizError(f"The readout must be a per-step representation in the feature cache; got '{readout}'.")
+    if readout in wheres:
+        raise SdvizError(f"Steering at the readout '{readout}' itself measures nothing downstream: pick another --where.")
+    if not 2 <= n_words <= len(words):
+        raise SdvizError(f"--words must be from 2 to {len(words)}; got {n_words}.")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(words), size=n_words, replace=False))
+    T = Y.shape[1]
+    trained = features[readout].shape[1]
+    clip_name = clip_probe_name(bundle)
+    results = {w: {str(s): {"target": [], "others": [], "random_target": [], "random_others": []} for s in strengths}
+               for w in wheres}
+    per_word = {w: {str(s): {k: np.zeros((n_words, T)) for k in ("target", "others", "random_target", "random_others")}
+                    for s in strengths} for w in wheres}
+    bar = tqdm(total=n_words * len(wheres) * len(strengths), desc="steer-eval", unit="run", disable=not progress)
+    for part in kfold(n_words, min(folds, n_words), seed):
+        held = chosen[part]
+        train = np.setdiff1d(np.arange(len(words)), held)
+        last = trained - 1
+
+        def fit(name, k=None, train=train):
+            X = features[name][train] if k is None else features[name][train, k]
+            return _directions(X, Y[train])
+
+        read_probe = fit_ridge(features[readout][train, last].double(), torch.as_tensor(Y[train]))
+        dirs = {}
+        for where in wheres:
+            if where == "clip":  # the conditioning is read at every step: one direction for all of them
+                one = fit(clip_name)
+                dirs[where] = {k: one for k in range(steps)}
+            else:
+                by_trained = {j: fit(where, j) for j in {nearest_trained_step(k, steps, trained) for k in range(steps)}}
+                dirs[where] = {k: by_trained[nearest_trained_step(k, steps, trained)] for k in range(steps)}
+        for i_word, w in zip(part, held):
+            base = trace(pipe, [prompts[w]], seeds=seed, steps=steps, guidance=guidance, decode=False, layers=[readout])
+            original = read_probe.predict(base.features[readout][:, -1].double()).numpy()[0]  # [T]
+            for where in wheres:
+                for s in strengths:
+                    # control: per attribute one random direction, scaled at each step to the steering vector's norm
+                    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(w))
+                    noise = torch.randn((T, dirs[where][0].shape[1]), generator=g)
+                    noise = noise / noise.norm(dim=1, keepdim=True)
+                    shifts = []
+                    for k in range(steps):
+                        D = dirs[where][k] * s  # [T, dim]
+                        shifts.append(Shift(where, torch.cat([D, noise * D.norm(dim=1, keepdim=True)]), frozenset([k])))
+                    run = trace(pipe, [prompts[w]] * (2 * T), seeds=seed, steps=steps, guidance=guidance, decode=False,
+                                layers=[readout], shifts=shifts)
+                    read = read_probe.predict(run.features[readout][:, -1].double()).numpy()  # [2T, T]
+                    target, others = specificity(original[None], read[None, :T])
+                    r_target, r_others = specificity(original[None], read[None, T:])
+                    slot = per_word[where][str(s)]
+                    slot["target"][i_word], slot["others"][i_word] = target, others
+                    slot["random_target"][i_word], slot["random_others"][i_word] = r_target, r_others
+                    bar.update(1)
+    bar.close()
+    summary = {}
+    for where in wheres:
+        summary[where] = {}
+        for s in strengths:
+            slot = per_word[where][str(s)]
+            for key, values in slot.items():
+                results[where][str(s)][key] = [float(v) for v in values.mean(0)]
+            summary[where][str(s)] = {key: float(values.mean()) for key, values in slot.items()}
+    return {
+        "model": bundle.meta["model"], "readout": readout, "readout_step": steps - 1, "steps": steps,
+        "guidance": guidance, "seed": seed, "folds": min(folds, n_words), "words": [words[i] for i in chosen],
+        "attributes": list(bundle.attributes), "strengths": [float(s) for s in strengths], "wheres": list(wheres),
+        "results": results, "summary": summary,
+    }
