@@ -2,11 +2,11 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["SdvizError", "StepRecord", "Trace", "load_pipeline", "stream", "trace", "__version__"]
+__all__ = ["SdvizError", "StepRecord", "Trace", "load_pipeline", "steer", "stream", "trace", "__version__"]
 
 _LAZY = {
     "SdvizError": "errors", "load_pipeline": "models",
-    "StepRecord": "capture", "Trace": "capture", "stream": "capture", "trace": "capture",
+    "StepRecord": "capture", "Trace": "capture", "stream": "capture", "trace": "capture", "steer": "steering",
 }
 
 

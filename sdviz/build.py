@@ -5,6 +5,7 @@ first-run build calls the same function. Each stage's wall time is kept in `Buil
 (printed by the CLI, compared by `python -m sdviz.bench build`).
 """
 
+import json
 import time
 import warnings
 from contextlib import contextmanager
@@ -259,7 +260,12 @@ def write_report(bundle_path: Path, out: Path | None = None) -> Path:
 
     bundle = load_bundle(bundle_path)
     out = Path(out or Path(bundle_path) / "report.html")
-    page = report_html(bundle.report, bundle.meta)
+    steering = Path(bundle_path) / "steer_eval.json"  # written by `sdviz steer-eval`, when it was run
+    try:
+        steer_eval = json.loads(steering.read_text()) if steering.is_file() else None
+    except (OSError, ValueError):
+        steer_eval = None  # a damaged optional section is left out; the probes' report still stands
+    page = report_html(bundle.report, bundle.meta, steer_eval)
     atomic_write(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return out
 

@@ -1,4 +1,4 @@
-"""Command line: python -m sdviz build / extract / report / bundle push|pull / record / data fetch.
+"""Command line: python -m sdviz build / extract / report / bundle push|pull / record / steer / steer-eval / data fetch.
 
 Errors a user can cause are printed as one line (no traceback) with exit status 2.
 """
@@ -115,6 +115,100 @@ def cmd_record(args):
     return path
 
 
+def _float_list(text: str, what: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise SdvizError(f"{what} must be comma-separated numbers such as 1,2,4; got '{text}'.")
+    return values
+
+
+def _steer_setup(args):
+    from .hub import resolve_bundle
+    from .models import load_pipeline
+    from .probes import check_bundle_matches, load_bundle
+
+    bundle_path = resolve_bundle(args.bundle)
+    bundle = load_bundle(bundle_path)
+    pipe = load_pipeline(args.model or bundle.meta["model"], args.device)
+    if pipe.sdviz.warning:
+        print(f"note: {pipe.sdviz.warning}", file=sys.stderr)
+    check_bundle_matches(bundle, pipe)
+    return pipe, bundle, bundle_path
+
+
+def cmd_steer(args):
+    import json
+
+    from .io import atomic_write
+    from .steering import steer
+
+    pipe, bundle, _ = _steer_setup(args)
+    steps = None if args.steer_steps is None else [int(k) for k in _float_list(args.steer_steps, "--steer-steps")]
+    result = steer(pipe, bundle, args.prompt, attribute=args.attribute, strength=args.strength, where=args.where,
+                   steps=steps, seed=args.seed, num_steps=args.steps, guidance=args.guidance)
+    out = Path(args.out or f"steer-{args.attribute}-{args.where}-{args.strength:+g}")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, tr in (("original", result.original), ("steered", result.steered)):
+        atomic_write(out / f"{name}.png", lambda tmp, im=tr.images[0]: im.save(tmp, format="PNG"))
+    doc = {"prompt": result.prompt, "attribute": result.attribute, "strength": result.strength, "where": result.where,
+           "steps_steered": result.steps_steered, "seed": args.seed, "steps": args.steps, "guidance": args.guidance,
+           "model": bundle.meta["model"], "target_change": result.target_change, "others_change": result.others_change,
+           "decoded_original": result.decoded_original, "decoded_steered": result.decoded_steered}
+    atomic_write(out / "steer.json", lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False)))
+    print(f"original.png, steered.png and steer.json written to {out}")
+    for name in result.target_change:
+        print(f"  {name:<14} {args.attribute} {result.target_change[name]:+.3f}   others (mean |change|) "
+              f"{result.others_change[name]:.3f}")
+    return out
+
+
+def cmd_steer_eval(args):
+    import json
+
+    import numpy as np
+
+    from .build import BuildConfig, load_config_ratings
+    from .extract import load_features
+    from .io import atomic_write, feature_cache_dir
+    from .ratings import fill_template
+    from .steering import steer_eval
+
+    pipe, bundle, bundle_path = _steer_setup(args)
+    cache = load_features(Path(args.cache) if args.cache else feature_cache_dir(pipe.sdviz.slug))
+    ratings = load_config_ratings(BuildConfig(model=bundle.meta["model"], ratings=args.ratings))
+    if list(ratings.attributes) != list(bundle.attributes):
+        raise SdvizError("These ratings do not have the bundle's attributes: pass the --ratings the bundle was built from.")
+    row = {w: i for i, w in enumerate(ratings.words)}
+    keep = [i for i, w in enumerate(cache.words) if w in row and not np.isnan(ratings.values[row[w]]).any()]
+    if len(keep) < 10:
+        raise SdvizError("The feature cache and the ratings share fewer than 10 fully rated words: pass the --cache and "
+                         "--ratings of the build that made this bundle.")
+    words = [cache.words[i] for i in keep]
+    features = {n: X[keep] for n, X in cache.features.items()}
+    Y = np.stack([ratings.values[row[w]] for w in words])
+    prompts = [fill_template(bundle.meta["template"], w) for w in words]
+    out = steer_eval(pipe, bundle, features, words, Y, prompts=prompts, n_words=args.words,
+                     strengths=_float_list(args.strengths, "--strengths"), wheres=[w.strip() for w in args.where.split(",")],
+                     readout=args.readout, steps=args.steps, guidance=args.guidance, seed=args.seed, folds=args.folds,
+                     progress=not args.quiet)
+    local = Path(args.bundle).is_dir()
+    path = Path(args.out) if args.out else (bundle_path / "steer_eval.json" if local else Path.cwd() / "steer_eval.json")
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(out, indent=1, allow_nan=False)))
+    print(f"steering specificity written to {path}")
+    for where, by_strength in out["summary"].items():
+        for strength, row_ in by_strength.items():
+            print(f"  {where:<10} strength {float(strength):+g}: target {row_['target']:+.3f}, others {row_['others']:.3f}, "
+                  f"random direction {row_['random_target']:+.3f}")
+    if local and not args.out:
+        from .build import write_report
+
+        print(f"report updated: {write_report(bundle_path)}")
+    return path
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sdviz", description="Probe Stable Diffusion for human semantic attributes.")
     p.add_argument("--version", action="version", version=f"sdviz {__version__}")
@@ -155,6 +249,37 @@ def parser() -> argparse.ArgumentParser:
     rc.add_argument("--out", default=None, help="recordings folder (default: recordings/<model-slug>); rerun to resume")
     rc.add_argument("--quiet", action="store_true", help="no progress bar")
     rc.set_defaults(run=cmd_record)
+    st = sub.add_parser("steer", help="generate a prompt twice, the second time shifted along an attribute's probe direction")
+    st.add_argument("--bundle", required=True, help="probe bundle folder, or Hub id OWNER/NAME[@revision]")
+    st.add_argument("--model", default=None, help="default: the model the bundle was built for")
+    st.add_argument("--prompt", required=True)
+    st.add_argument("--attribute", required=True, help="an attribute of the bundle, e.g. Loud, Pleasant, UpperLimb")
+    st.add_argument("--strength", type=float, required=True, help="how far the probe's reading moves, in rating units")
+    st.add_argument("--where", default="clip", help="clip (the conditioning the denoiser reads) or a block, e.g. unet.mid")
+    st.add_argument("--steer-steps", default=None, help="comma-separated steps k to steer a block at (default: all)")
+    st.add_argument("--steps", type=int, default=20)
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--guidance", type=float, default=7.5)
+    st.add_argument("--device", default=None)
+    st.add_argument("--out", default=None, help="folder for original.png, steered.png, steer.json")
+    st.set_defaults(run=cmd_steer)
+    se = sub.add_parser("steer-eval", help="steering specificity over the dataset's words (held-out directions, random control)")
+    se.add_argument("--bundle", required=True, help="probe bundle folder, or Hub id OWNER/NAME[@revision]")
+    se.add_argument("--model", default=None, help="default: the model the bundle was built for")
+    se.add_argument("--ratings", default=None, help="the ratings the bundle was built from (default as in build)")
+    se.add_argument("--cache", default=None, help="the build's feature cache (default: the model's default cache)")
+    se.add_argument("--words", type=int, default=6, help="how many of the dataset's words to steer")
+    se.add_argument("--strengths", default="1,2,4")
+    se.add_argument("--where", default="clip,unet.mid", help="comma-separated places to steer at")
+    se.add_argument("--readout", default=None, help="representation read at the last step (default: the last UNet block)")
+    se.add_argument("--steps", type=int, default=6)
+    se.add_argument("--folds", type=int, default=3)
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--guidance", type=float, default=7.5)
+    se.add_argument("--device", default=None)
+    se.add_argument("--out", default=None, help="JSON path (default: steer_eval.json in the bundle folder, and the report is updated)")
+    se.add_argument("--quiet", action="store_true")
+    se.set_defaults(run=cmd_steer_eval)
     dt = sub.add_parser("data", help="fetch a ratings dataset: data fetch binder")
     dt.add_argument("action", choices=["fetch"])
     dt.add_argument("dataset", choices=["binder"])

@@ -759,7 +759,58 @@ def summary_table_html(report: dict) -> str:
             "<th>chance</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
-def report_html(report: dict, meta: dict) -> str:
+def steer_eval_figure(doc: dict, *, number: int | None = None) -> go.Figure:
+    """Steering specificity (sdviz steer-eval): per place steered, the target attribute's mean change against
+    the strength, the other attributes' mean |change|, and the target's change under a random direction."""
+    fig = go.Figure()
+    xs = doc["strengths"]
+    for i, where in enumerate(doc["wheres"]):
+        colour = SERIES_COLORS[i % len(SERIES_COLORS)]
+        name = label(COND_NAME if where == "clip" else where)
+        rows = [doc["summary"][where][str(float(x))] for x in xs]
+        for key, dash, text in (("target", "solid", "target attribute"), ("others", "dot", "other attributes, mean |change|"),
+                                ("random_target", "dash", "target, random direction")):
+            fig.add_trace(go.Scatter(x=xs, y=[r[key] for r in rows], mode="lines+markers", line=dict(color=colour, dash=dash),
+                                     name=f"{_figure_text(name)}: {text}",
+                                     hovertemplate=f"{_figure_text(where)} · {text}<br>strength %{{x}}: %{{y:.3f}}<extra></extra>"))
+    top = max([abs(v) for w in doc["wheres"] for r in doc["summary"][w].values() for v in r.values()] + [1e-9])
+    fig.add_hline(y=0, line=dict(color="#888", width=1))
+    title = f"{'Figure ' + str(number) + '. ' if number else ''}Steering along a probe: does only the target attribute move?"
+    fig.update_layout(**LAYOUT, title=_title(title, f"read from {label(doc['readout'])} at the last step, "
+                                             f"{len(doc['words'])} held-out words"), height=460)
+    fig.update_layout(legend=_legend_below(), margin=dict(l=60, r=20, t=80, b=120))
+    fig.update_xaxes(title_text="strength (rating units the steered probe moves)")
+    fig.update_yaxes(title_text="change read downstream (rating units)", range=[-1.1 * top, 1.1 * top])
+    return fig
+
+
+COND_NAME = "clip.cond"
+
+
+def steer_eval_html(doc: dict, number: int) -> str:
+    """The report's steering section: a table of the summary and the figure (docs/steering.md)."""
+    rows = []
+    for where in doc["wheres"]:
+        for strength, r in doc["summary"][where].items():
+            ratio = r["target"] / r["others"] if r["others"] > 0 else float("nan")
+            rows.append(f"<tr><td class='name'>{html.escape(label(COND_NAME if where == 'clip' else where))}<br>"
+                        f"<code>{html.escape(where)}</code></td><td>{float(strength):+g}</td><td><b>{r['target']:+.3f}</b></td>"
+                        f"<td>{r['others']:.3f}</td><td>{ratio:.2f}</td><td>{r['random_target']:+.3f}</td></tr>")
+    table = ("<table><thead><tr><th>steered at</th><th>strength</th><th>target change</th><th>others, mean |change|</th>"
+             "<th>target / others</th><th>random direction: target change</th></tr></thead><tbody>" + "".join(rows) +
+             "</tbody></table>")
+    fig = steer_eval_figure(doc, number=number).to_html(full_html=False, include_plotlyjs=False,
+                                                         config={"responsive": True, "displaylogo": False})
+    caption = (f"<p class='caption'><b>Figure {number}.</b> Each attribute's probe direction was added, at each strength, "
+               f"to what the denoiser reads (CLIP: the conditioning; a block: its output), for {len(doc['words'])} words whose "
+               f"directions and readout probes were fitted without them; the image was generated again with the same seed "
+               f"and read from {html.escape(label(doc['readout']))} at the last step. Solid: how far the target attribute "
+               "moved; dotted: how far the other attributes moved on average (absolute); dashed: the target under a random "
+               "direction of the same length. Specific steering: solid far above dotted and dashed.</p>")
+    return f"<h2>Steering</h2>{table}<section id='steer_eval'>{fig}{caption}</section>"
+
+
+def report_html(report: dict, meta: dict, steer_eval: dict | None = None) -> str:
     """A self-contained HTML page (plotly.js inlined once): summary table, numbered figures with takeaways and captions."""
     parts = []
     for i, it in enumerate(report_items(report)):
@@ -794,4 +845,4 @@ penalty fitted inside training folds), 95% intervals from the folds with refitti
 word&harr;rating pairs for p-values, seed {s.get('seed', 0)}, prompt template <code>{html.escape(str(s.get('template', '')))}</code>.
 Category separation: {s.get('knn_k', 5)} nearest neighbours (cosine).</p>
 <h2>Figures</h2>
-{''.join(parts)}</body></html>"""
+{''.join(parts)}{steer_eval_html(steer_eval, len(parts) + 1) if steer_eval else ''}</body></html>"""

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import all_hooks
 
-from sdviz import steer as steering
+from sdviz import steering
 from sdviz.capture import Shift, trace
 from sdviz.errors import SdvizError
 from sdviz.extract import load_features
@@ -140,3 +140,40 @@ def test_steer_eval_runs_end_to_end_on_tiny_with_held_out_directions(tiny_pipe, 
     with pytest.raises(SdvizError, match="readout"):
         steering.steer_eval(tiny_pipe, bundle, cache.features, cache.words, ratings.values, prompts=prompts, n_words=2,
                             wheres=("unet.up2",), steps=2, progress=False)
+
+
+def test_cli_steer_writes_both_images_and_the_changes(tiny_bundle, tmp_path, capsys):
+    from sdviz.cli import main
+
+    out = tmp_path / "steer"
+    assert main(["steer", "--bundle", str(tiny_bundle), "--model", "tiny", "--prompt", "a photo of a violin", "--attribute",
+                 "Loud", "--strength", "2", "--steps", "3", "--out", str(out)]) == 0
+    doc = json.loads((out / "steer.json").read_text())
+    assert (out / "original.png").is_file() and (out / "steered.png").is_file()
+    assert doc["target_change"]["clip.cond"] == pytest.approx(2.0, abs=1e-4)
+    assert main(["steer", "--bundle", str(tiny_bundle), "--model", "tiny", "--prompt", "a dog", "--attribute", "Nope",
+                 "--strength", "1", "--steps", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "Unknown attribute 'Nope'" in capsys.readouterr().err
+
+
+def test_cli_steer_eval_adds_its_section_to_the_report(tiny_bundle, subset_csv, tmp_path):
+    import shutil
+
+    from sdviz.cli import main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    assert main(["steer-eval", "--bundle", str(bundle), "--model", "tiny", "--ratings", str(subset_csv), "--cache",
+                 str(tiny_bundle.parent / "cache"), "--words", "2", "--strengths", "1,2", "--steps", "2", "--folds", "2",
+                 "--quiet"]) == 0
+    doc = json.loads((bundle / "steer_eval.json").read_text())
+    assert doc["strengths"] == [1.0, 2.0] and doc["wheres"] == ["clip", "unet.mid"]
+    page = (bundle / "report.html").read_text()
+    assert "<h2>Steering</h2>" in page and "random direction" in page
+    load_bundle(bundle)  # the extra file does not disturb the bundle's checks
+
+
+def test_the_package_exposes_steer_as_a_function(tiny_pipe, bundle):
+    import sdviz
+
+    assert sdviz.steer is steering.steer
