@@ -177,3 +177,20 @@ def test_the_package_exposes_steer_as_a_function(tiny_pipe, bundle):
     import sdviz
 
     assert sdviz.steer is steering.steer
+
+
+def test_the_shift_moves_clip_cond_and_a_block_by_exactly_the_vector_in_every_family(pipe):
+    from conftest import pipe_modules, sdviz_hooks
+
+    from sdviz.capture import COND, representation_dims
+
+    dims = representation_dims(pipe)
+    v_cond = torch.linspace(-1, 1, dims[COND])
+    v_mid = torch.linspace(1, -1, dims["unet.mid"])
+    base = trace(pipe, ["a photo of a violin"], steps=2, decode=False)
+    clip = trace(pipe, ["a photo of a violin"], steps=2, decode=False, shifts=[Shift("clip", v_cond)])
+    assert torch.allclose(clip.features[COND][0] - base.features[COND][0], v_cond, atol=1e-5)
+    mid = trace(pipe, ["a photo of a violin"], steps=2, decode=False, shifts=[Shift("unet.mid", v_mid, frozenset([0]))])
+    assert torch.allclose(mid.features["unet.mid"][0, 0] - base.features["unet.mid"][0, 0], v_mid, atol=1e-5)
+    assert torch.equal(mid.features[COND], base.features[COND])
+    assert sdviz_hooks(*pipe_modules(pipe)) == 0
