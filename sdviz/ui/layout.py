@@ -79,12 +79,13 @@ def _poll(seen: int):
     choices = [(label_with_id(n), n) for n in app.unet_names]
     block = gr.update(choices=choices, value=app.unet_names[0] if app.unet_names else None, interactive=bool(choices))
     names = m.map_names()
-    n_map = m.map_step_count() if names else 1
     map_block = gr.update(choices=m.map_choices(), value=names[0] if names else None)
-    map_step = gr.update(minimum=0, maximum=max(n_map - 1, 1), value=max(n_map - 1, 0))
+    samples = g.recorded_samples()
+    recorded = gr.Dataset(samples=samples or [[""]], visible=bool(samples), label=(
+        f"Recorded examples, {g.recorded_label(app.recordings[0])}: click one" if samples else None))
     hint = gr.update(value=g.placeholder())
     maps_hint = gr.update(value="" if names else f"*{app.bundle_note or 'The maps appear when the probe bundle is ready.'}*")
-    return ([banner, details, status.strip(), run, block, hint, map_block, map_step, maps_hint] + r.render_report()
+    return ([banner, details, status.strip(), run, block, hint, map_block, recorded, maps_hint] + r.render_report()
             + [progress, app.version, timer])
 
 
@@ -114,9 +115,10 @@ def estimate(steps) -> str:
 
 
 def create_app(model: str = "auto", device: str | None = None, bundle: str | None = None, ratings: str | None = None,
-               build_cache: str | None = None) -> gr.Blocks:
-    """The Blocks app. Nothing is loaded here: `launch` starts the model loading after the page is served."""
-    st.set_state(st.AppState(model, device, bundle, ratings, build_cache))
+               build_cache: str | None = None, recordings: str | None = None) -> gr.Blocks:
+    """The Blocks app. Nothing is loaded here: `launch` starts the model loading (and the recorded runs: a folder
+    or Hub dataset id, default env SDVIZ_RECORDINGS, then recordings/<model-slug>) after the page is served."""
+    st.set_state(st.AppState(model, device, bundle, ratings, build_cache, recordings))
     none = dict(concurrency_limit=None, api_visibility="private")
     with gr.Blocks(title="sdviz: where Stable Diffusion's semantics come from", delete_cache=(600, 1800)) as demo:
         gr.Markdown("# sdviz · where Stable Diffusion's human-like semantics come from\n"
@@ -132,6 +134,9 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2, min_width=320):
                     prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], max_lines=3, elem_id="prompt")
+                    # recorded runs (filled by the poll once loaded): a click replays one, no Run press needed
+                    recorded = gr.Dataset(components=["textbox"], samples=[[""]], type="index", visible=False,
+                                          elem_id="recorded", label="Recorded examples")
                     gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Try")
                     with gr.Row(equal_height=True):
                         run = gr.Button("Loading model…", variant="primary", elem_id="run", interactive=False, scale=4)
@@ -162,9 +167,7 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
         with gr.Tab("Maps", elem_id="maps-tab") as maps_tab:
             with gr.Accordion("How to read this", open=False):
                 gr.Markdown(m.HOW_TO_READ)
-            with gr.Row():
-                map_block = gr.Dropdown([], label="UNet block", elem_id="map-block")
-                map_step = gr.Slider(0, 1, value=1, step=1, label="Denoising step (0 = pure noise)", elem_id="map-step")
+            map_block = gr.Dropdown([], label="UNet block", elem_id="map-block")
             map_caption = gr.Markdown("*The maps appear when the probe bundle is ready.*", elem_id="map-caption")
             with gr.Row():
                 clip_map = gr.Plot(show_label=False, elem_id="clip-map", visible=False)
@@ -183,7 +186,7 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
                                  gr.Plot(show_label=False, visible=False, elem_id=f"report-fig-{i}")]
 
         timer = gr.Timer(0.5)
-        poll_out = ([banner, details, status, run, block, hint, map_block, map_step, map_caption, report_intro]
+        poll_out = ([banner, details, status, run, block, hint, map_block, recorded, map_caption, report_intro]
                     + report_parts + [build_box, seen, timer])
         timer.tick(poll, seen, poll_out, show_progress="hidden", **none)
         demo.load(poll, seen, poll_out, show_progress="hidden", **none)
@@ -211,8 +214,17 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
         csv_btn.click(g.write_csv, history, csv_file, **none)
         report_btn.click(r.report_file, None, report_download, **none)
 
-        map_inputs, map_out = [map_block, map_step, history], [clip_map, unet_map, sep_plot, map_caption]
-        for trigger in (map_block.change, map_step.release, maps_tab.select):
-            trigger(m.render_maps, map_inputs, map_out, **none)
+        map_inputs, map_out = [map_block, history], [clip_map, unet_map, sep_plot, map_caption]
+        for trigger in (map_block.change, maps_tab.select):
+            trigger(m.show_maps, map_inputs, map_out, **none)
+        unet_map.change(None, unet_map, None, js=m.ADD_FRAMES_JS, queue=False)  # Gradio's Plot drops plotly frames
+
+        # a recorded example replays on the CPU beside generation, a few at once, never in the GPU queue
+        replay_event = recorded.click(g.replay, [recorded, block, view], outputs + [prompt, seed, steps],
+                                      concurrency_id="replay", concurrency_limit=4, api_visibility="private")
+        stop.click(None, None, None, cancels=[replay_event])
+        api_replay = gr.Button(visible=False)
+        api_replay.click(g.replay_api, [prompt, seed], [image, counter, gr.JSON(visible=False), status],
+                         api_name="replay", concurrency_id="replay", concurrency_limit=4)
         block.change(lambda b: gr.update(value=b) if b in m.map_names() else gr.skip(), block, map_block, **none)
     return demo

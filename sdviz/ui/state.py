@@ -74,6 +74,7 @@ class AppState:
     bundle_spec: str | None
     ratings_path: str | None
     build_cache: str | None = None  # feature cache of the automatic build (default: io.feature_cache_dir)
+    recordings_spec: str | None = None  # recorded runs: a folder or Hub dataset id (default: env SDVIZ_RECORDINGS)
     phase: str = "waiting"  # waiting -> loading -> ready | failed
     error: str = ""
     pipe: object = None
@@ -89,6 +90,7 @@ class AppState:
     build_error: str = ""
     version: int = 0  # bumped on every change the page should show
     step_seconds: float | None = None  # measured per-step time of live runs, for the estimate
+    recordings: list = field(default_factory=list)  # record.RecordedRun of the running model: the page's examples
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -121,6 +123,7 @@ class AppState:
             return
         self._load_ratings()
         self.reload_bundle()
+        self._load_recordings()
         self.phase = "ready"
         self._ready.set()
         self._bump()
@@ -149,6 +152,28 @@ class AppState:
                 self.ratings = load_ratings(path)
         except Exception as err:  # noqa: BLE001 - no ratings only means no overlay and no build
             log.warning("ratings not loaded: %s", err)
+
+    def _load_recordings(self) -> None:
+        """Recorded runs of the running model (record.load_recordings): from recordings_spec, env SDVIZ_RECORDINGS,
+        else record.default_dir(slug) when it exists. Runs of other models are left out: they would show
+        another model's results under this one's name. Any problem only means no recorded examples."""
+        from ..record import default_dir, load_recordings
+
+        spec = self.recordings_spec or os.environ.get("SDVIZ_RECORDINGS")
+        if not spec:
+            folder = default_dir(self.pipe.sdviz.slug)
+            spec = folder if folder.is_dir() else None
+        if not spec:
+            return
+        try:
+            runs = load_recordings(spec)
+        except Exception as err:  # noqa: BLE001 - the app serves live runs without them
+            log.warning("recordings not loaded: %s", err)
+            return
+        model = self.pipe.sdviz.model_id
+        self.recordings = [r for r in runs if r.model == model]
+        if len(self.recordings) < len(runs):
+            log.info("%d recorded run(s) of other models left out (this app runs %s)", len(runs) - len(self.recordings), model)
 
     # -- the bundle ---------------------------------------------------------------------------------
     def bundle_path(self) -> Path:
