@@ -77,11 +77,11 @@ def _numba_kernels():
     if not _KERNELS:
         import numba
 
-        @numba.njit(parallel=True, cache=True)
+        @numba.njit(cache=True)  # serial: numba's default threading layer is unsafe when app threads call it at once
         def count(M, Pz, Yz, tol, tie):
             B, n, T = Pz.shape
             out = np.zeros(B)
-            for b in numba.prange(B):
+            for b in range(B):
                 total = 0.0
                 for i in range(n):
                     for j in range(i + 1, n):

@@ -319,7 +319,7 @@ def bench_build(args) -> None:
     from .extract import load_features
     from .models import load_pipeline
     from .probes import ALPHAS, cross_validate, load_bundle, prepare_targets
-    from .ratings import load_ratings
+    from .ratings import fill_template, load_ratings
 
     work = Path(tempfile.mkdtemp(prefix="sdviz-bench-build-"))
     start = time.perf_counter()
@@ -340,7 +340,7 @@ def bench_build(args) -> None:
     cache = load_features(work / "cache")
     manifest = cache.manifest
     ratings = load_ratings(args.ratings)
-    prompts = [manifest["template"].format(word=w) for w in cache.words]
+    prompts = [fill_template(manifest["template"], w) for w in cache.words]
     batch = manifest["batch_size"]
     with torch.inference_mode():
         begin = time.perf_counter()

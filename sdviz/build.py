@@ -173,8 +173,6 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
     attribute (complete cases); an attribute with missing cells is scored again on all the words
     rated for it, and that r replaces its complete-case r. Probes are fitted on the complete cases.
     """
-    import threading
-
     import torch
 
     from . import analysis, maps, probes
@@ -184,10 +182,6 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
     check_config(config)
     ratings = load_config_ratings(config)
     check_folds(ratings, config.folds)  # before any model work
-    # UMAP compiles its numba code on first use (~9 s): do that on the side while features are extracted
-    warm = threading.Thread(target=maps.warm_up, name="sdviz-umap-warm-up", daemon=True) if config.maps else None
-    if warm:
-        warm.start()
     cache, ratings, settings, slug = extract(config, pipe, timings, ratings)
     features = cache.features | {analysis.WORDFORM: wordform_features(cache.words)}
     complete = ratings.complete
@@ -216,8 +210,6 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
             fitted[name] = probes.fit_ridge(Xs, torch.as_tensor(Y))
     map_names = [n for n in cache.features if n.startswith(MAP_PREFIXES)] if config.maps else []
     with stage(timings, "maps"):
-        if warm:
-            warm.join()
         map_tensors = maps.build_maps(cache.features, map_names, seed=config.seed, progress=config.progress) if map_names else {}
     per_step = [n for n, X in cache.features.items() if X.dim() == 3]
     dims = {n: int(X.shape[-1]) for n, X in cache.features.items()}

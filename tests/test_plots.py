@@ -48,7 +48,7 @@ def test_attribute_bars_name_domains_fade_unreliable_probes_and_mark_values_off_
     spans = [(s.x0, s.x1) for s in bands]
     assert spans[0] == (-0.5, 14.5) and spans[-1] == (62.5, 64.5)  # Vision: 15 attributes; Attention: the last 2
     texts = [a.text for a in fig.layout.annotations]
-    assert set(BINDER_DOMAINS) <= set(texts) and fig.layout.legend.title.text == "no human ratings for &#x27;hammer&#x27;"
+    assert set(BINDER_DOMAINS) <= set(texts) and fig.layout.legend.title.text == "no human ratings for 'hammer'"  # plotly shows &#x27; literally
     domains = [a for a in fig.layout.annotations if a.text in BINDER_DOMAINS]
     assert all(a.yref == "y" and a.y > 6.5 for a in domains)  # inside the band, above the 0-6 scale and the off-scale marks
     # unreliable probes faded, with a legend entry saying so; human ratings never faded

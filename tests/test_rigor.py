@@ -82,7 +82,7 @@ def test_bad_paths_are_one_line(subset_csv, tmp_path, capsys):
         (["build", "--model", "tiny", "--ratings", subset_csv, "--out", a_file], "--out .* is a file"),
         (["extract", "--model", "tiny", "--ratings", subset_csv, "--cache", a_file], "--cache .* is a file"),
         (["build", "--model", "tiny", "--ratings", subset_csv, "--groups", tmp_path / "no.json"], "Groups file .* does not exist"),
-        (["report", a_file], "No probe bundle"),
+        (["report", a_file], "No bundle folder at .*file.txt"),
         (["extract", "--model", "tiny", "--ratings", subset_csv, "--selection", "all", "--groups", a_file,
           "--template", "{word}", "--cache", tmp_path / "c", "--steps", "0"], "--steps"),
     ]

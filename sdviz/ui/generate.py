@@ -180,28 +180,6 @@ def _reliability(bundle, name: str, live_step: int = 0, live_steps: int = 1) -> 
 
 
 HIDDEN = gr.update(visible=False)
-ROW_PX = 16  # height per bar in the horizontal bars
-
-
-def horizontal(fig):
-    """Lay plots' vertical grouped bars on their side: full attribute names as horizontal rows never collide,
-    at 390 px as at 1400 px (the figure grows in height instead). Values keep their fixed 0-6 axis."""
-    bars = [t for t in fig.data if t.type == "bar"]
-    if not bars:
-        return fig
-    n_rows = len(bars[0].x)
-    for t in bars:
-        template = t.hovertemplate or ""
-        for a, b in (("%{x}", "\0"), ("%{y", "%{x"), ("\0", "%{y}")):
-            template = template.replace(a, b)
-        t.update(x=t.y, y=t.x, orientation="h", hovertemplate=template or None)
-    layout = fig.layout
-    fig.update_layout(
-        height=max(380, 130 + n_rows * ROW_PX * max(len(bars), 1)), bargap=0.25,
-        xaxis=dict(title=layout.yaxis.title.text, range=layout.yaxis.range, tickangle=0, side="top"),
-        yaxis=dict(title=None, autorange="reversed", tickangle=0, automargin=True, type="category"),
-        legend=dict(orientation="h", x=0, y=-0.02, yanchor="top"), margin=dict(l=10, r=10, t=60, b=10))
-    return fig
 
 
 def placeholder() -> str:
@@ -241,8 +219,9 @@ def render_step(history: list, k, block: str | None, view: str):
         reliability[unet_label] = _reliability(bundle, block, h["step"], h["steps"])
     if h.get("human") is not None:
         series[f"human ratings of '{h['word']}'"] = np.array(h["human"])
-    bars = horizontal(attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, reliability,
-                                     domain_means=(view == "domain means"), title=""))
+    # on their side: full attribute names as rows never collide, at 390 px as at 1400 px
+    bars = attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, reliability,
+                          domain_means=(view == "domain means"), title="", orientation="h")
     takeaway = ""
     closeness = HIDDEN
     if block and app.clip_name:

@@ -60,7 +60,7 @@ def _poll(seen: int):
     settled = app.phase in ("ready", "failed") and not app.building
     timer = gr.Timer(active=not settled)
     skip = gr.skip()
-    progress = _progress_html() if app.building else (gr.update(visible=False) if seen != app.version else skip)
+    progress = _progress_html() if app.building else (gr.update(visible=False) if seen != app.version or settled else skip)
     if seen == app.version:
         return [skip] * (9 + 1 + 2 * r.REPORT_SLOTS) + [progress, seen, timer]
     tiny = app.pipe is not None and (app.pipe.sdviz.is_tiny or app.pipe.sdviz.warning)

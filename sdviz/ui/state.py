@@ -33,6 +33,8 @@ def _resolve_bundle(spec: str) -> Path:
     OWNER/NAME[@revision] downloaded into the HF cache (hub.resolve_bundle)."""
     from ..hub import resolve_bundle
 
+    if Path(spec).exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        return Path(spec).expanduser()  # a folder, possibly still to be built by the automatic build
     return resolve_bundle(spec)
 
 
@@ -254,9 +256,14 @@ class AppState:
             log.exception("automatic build failed")
             self.build_error = (str(err) if isinstance(err, SdvizError) else "The automatic build failed; the server log says why.")
         finally:
-            self.building = False
-        self.reload_bundle()
-        self._bump()
+            # reload and bump before clearing `building`: a poll in between would see a settled page with no
+            # news, switch its timer off and leave the progress bar up
+            try:
+                self.reload_bundle()
+            finally:
+                self._bump()
+                self.building = False
+                self._bump()
 
     def build_progress(self) -> tuple[str, float]:
         """(what the build is doing, fraction done of that stage) from its newest tqdm bar."""
