@@ -222,6 +222,7 @@ def render_step(history: list, k, block: str | None, view: str):
     # on their side: full attribute names as rows never collide, at 390 px as at 1400 px
     bars = attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, reliability,
                           domain_means=(view == "domain means"), title="", orientation="h")
+    st.without_title(bars)  # untitled here (the takeaway above says what it shows): no empty title row
     takeaway = ""
     closeness = HIDDEN
     if block and app.clip_name:
@@ -231,6 +232,8 @@ def render_step(history: list, k, block: str | None, view: str):
         fig = closeness_curve(steps, to_clip, to_human, h["steps"])
         fig.add_vline(x=h["step"], line=dict(color="#888", dash="dot"))
         fig.update_layout(title="UNet vs CLIP, step by step", legend=dict(orientation="h", x=0, y=-0.3))
+        fig.update_xaxes(tick0=0, dtick=max(1, round(h["steps"] / 10)))  # whole steps only: there is no step 0.5
+        fig.update_yaxes(title="r (1 = same profile)")  # plots' longer title is cut off in this short figure
         closeness = gr.update(value=fig, visible=True)
         human = f", with the human ratings r = {to_human[k]:+.2f}" if to_human else ""
         takeaway = (f"**At {step_text(h['step'], h['steps'])}, the {md(label(block))} agrees with CLIP's reading at "

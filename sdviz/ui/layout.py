@@ -36,6 +36,10 @@ CSS = """
 #stop { max-width: 6.5em; min-width: 4.5em; }
 #counter p { margin: 0.2em 0; }
 #tiny-banner { padding: 0.3em 0.8em; border-left: 4px solid #e0a800; background: #fff8e1; }
+@media (max-width: 640px) {  /* phones: plotly's toolbar would cover the figures' titles; the image a little shorter */
+  .modebar-container { display: none !important; }
+  #image { height: 260px !important; }
+}
 """
 
 
@@ -82,7 +86,7 @@ def _poll(seen: int):
     map_block = gr.update(choices=m.map_choices(), value=names[0] if names else None)
     samples = g.recorded_samples()
     recorded = gr.Dataset(samples=samples or [[""]], visible=bool(samples), label=(
-        f"Recorded examples, {g.recorded_label(app.recordings[0])}: click one" if samples else None))
+        f"Recorded runs, click one ({g.recorded_label(app.recordings[0])})" if samples else None))
     hint = gr.update(value=g.placeholder())
     maps_hint = gr.update(value="" if names else f"*{app.bundle_note or 'The maps appear when the probe bundle is ready.'}*")
     return ([banner, details, status.strip(), run, block, hint, map_block, recorded, maps_hint] + r.render_report()
@@ -138,16 +142,17 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
                     recorded = gr.Dataset(components=["textbox"], samples=[[""]], type="index", visible=False,
                                           elem_id="recorded", label="Recorded examples")
                     gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Try")
-                    with gr.Row(equal_height=True):
-                        run = gr.Button("Loading model…", variant="primary", elem_id="run", interactive=False, scale=4)
-                        stop = gr.Button("Stop", variant="secondary", size="sm", elem_id="stop", scale=1, min_width=60)
-                    eta = gr.Markdown(elem_id="estimate")
                     with gr.Accordion("Settings: seed, steps, guidance", open=False, elem_id="settings"):
                         seed = gr.Number(label="Seed (same seed, same image)", value=0, minimum=0, maximum=MAX_SEED)
                         steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
                         guidance = gr.Slider(0, g.APP_MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale (how strictly to follow the prompt)")
+                    # Run last in the column: on a phone the image and the bars follow right under it
+                    with gr.Row(equal_height=True):
+                        run = gr.Button("Loading model…", variant="primary", elem_id="run", interactive=False, scale=4)
+                        stop = gr.Button("Stop", variant="secondary", size="sm", elem_id="stop", scale=1, min_width=60)
+                    eta = gr.Markdown(elem_id="estimate")
                 with gr.Column(scale=3, min_width=320):
-                    image = gr.Image(label="The image, step by step (a quick preview; the real decode at the end)", type="pil",
+                    image = gr.Image(label="The image, step by step", type="pil",
                                      elem_id="image", height=320)
                     counter = gr.Markdown(elem_id="counter")
                     scrub = gr.Slider(0, max(g.DEFAULT_STEPS - 1, 1), value=0, step=1, interactive=False, elem_id="scrub",
@@ -156,8 +161,8 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
             hint = gr.Markdown(g.placeholder(), elem_id="bars-hint")
             bars = gr.Plot(show_label=False, elem_id="bars", visible=False)
             with gr.Row():
-                block = gr.Dropdown([], label="UNet block to read", interactive=False, elem_id="block")
-                view = gr.Radio(["domain means", "all attributes"], value="domain means", label="Bars show")
+                block = gr.Dropdown([], label="UNet block to read", interactive=False, elem_id="block", min_width=260)
+                view = gr.Radio(["domain means", "all attributes"], value="domain means", label="Bars show", min_width=260)
             closeness = gr.Plot(show_label=False, elem_id="closeness", visible=False)
             with gr.Accordion("How to read this", open=False):
                 gr.Markdown(HOW_TO_READ_GENERATE)
@@ -221,7 +226,8 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
 
         # a recorded example replays on the CPU beside generation, a few at once, never in the GPU queue
         replay_event = recorded.click(g.replay, [recorded, block, view], outputs + [prompt, seed, steps],
-                                      concurrency_id="replay", concurrency_limit=4, api_visibility="private")
+                                      api_name="replay_example", concurrency_id="replay", concurrency_limit=4,
+                                      api_visibility="private")  # named: else it takes "replay" from the API event
         stop.click(None, None, None, cancels=[replay_event])
         api_replay = gr.Button(visible=False)
         api_replay.click(g.replay_api, [prompt, seed], [image, counter, gr.JSON(visible=False), status],

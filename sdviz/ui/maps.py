@@ -11,9 +11,9 @@ from . import state as st
 
 HOW_TO_READ = (
     "Each dot is one word of the dataset (dog, hammer, volcano…), coloured by its category. Words the model treats as "
-    "similar sit close together. The left map is CLIP's reading of the words, the same at every step. The right map is "
-    "one UNet block over the denoising steps: press Play (or drag its slider) and watch whether the categories stay apart or blur. "
-    "The star is your last prompt."
+    "similar sit close together. The CLIP map is CLIP's reading of the words, the same at every step. The UNet map is "
+    "one UNet block over the denoising steps: press Play (or drag its slider) and watch whether the categories stay apart "
+    "or blur. The star is your last prompt."
 )
 
 
@@ -48,8 +48,6 @@ def _here_per_step(bundle, block: str, n_steps: int, history: list) -> list | No
 def render_maps(block: str, step, history: list):
     """(clip map, unet map with every step as an animation frame, separation curve, caption/placeholder).
     `step` is unused (every step is a frame now); kept so scripts calling (block, step, history) still work."""
-    import html
-
     from ..plots import embedding_map, embedding_map_animation, separation_curve
 
     bundle = st.STATE.bundle if st.STATE else None
@@ -67,7 +65,7 @@ def render_maps(block: str, step, history: list):
     prompt = "your prompt"
     if history:
         text = history[-1].get("prompt") or "your prompt"
-        prompt = html.escape(f"'{text[:40]}…'" if len(text) > 40 else f"'{text}'")
+        prompt = f"'{text[:40]}…'" if len(text) > 40 else f"'{text}'"  # plots escapes figure text itself
         if clip_name in history[-1]["features"]:
             import torch
 
@@ -83,13 +81,14 @@ def render_maps(block: str, step, history: list):
         sep = separation_curve(bundle.report)
     except (KeyError, IndexError, StopIteration):
         sep = None
-    caption = (f"**Words in CLIP's space (left) and in the {st.md(label(block))} over the {n_steps} denoising steps the "
-               "probes were trained on (right; press ▶ Play).** If the colours blur on the right while they stay apart "
-               "on the left, the diffusion has turned meaning into pixels.")
-    if clip_fig is not None:  # the legend below: readable from 390 px up
-        clip_fig.update_layout(legend=dict(orientation="h", x=0, y=-0.2, yanchor="top", font=dict(size=10)),
-                               height=560, margin=dict(l=40, r=10, t=40, b=10))
+    # no "left"/"right": the two maps sit side by side on a wide screen and one above the other on a phone
+    caption = (f"**Words in CLIP's space (the CLIP map) and in the {st.md(label(block))} over the {n_steps} denoising steps "
+               "the probes were trained on (the UNet map: press ▶ Play under it).** If the colours blur in the UNet map "
+               "while they stay apart in the CLIP map, the diffusion has turned meaning into pixels. The star is "
+               f"{st.md(prompt) if history else 'your prompt, after a run'}.")
     unet_fig.update_layout(height=560)
+    if clip_fig is not None:  # the UNet map's legend under the title: side by side, the two maps line up
+        clip_fig.update_layout(legend=unet_fig.layout.legend, height=560, margin=dict(t=unet_fig.layout.margin.t))
     show = lambda fig: gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)  # noqa: E731
     return show(clip_fig), show(unet_fig), show(sep), caption
 

@@ -69,6 +69,27 @@ def shown_path(path) -> str:
         return path.name
 
 
+def without_title(fig):
+    """Take out the figure's title (plots' figures keep room for one at the top) and that room: the page writes
+    titles as text around the figure, where they wrap; inside a figure a long title is cut off on a phone.
+    Returns the title, unescaped."""
+    from ..plots import TITLE_PX
+
+    title = html.unescape(fig.layout.title.text or "")
+    if fig.layout.margin.t is not None and fig.layout.margin.t >= TITLE_PX:  # plots' figures: a title row on top
+        under_title = fig.layout.legend.yref == "container" and fig.layout.legend.yanchor == "top"
+        legend = {"y": 1} if under_title else {}  # a legend under the title moves up with it
+        fig.update_layout(height=(fig.layout.height or 450) - TITLE_PX, margin_t=max(fig.layout.margin.t - TITLE_PX, 8),
+                          legend=legend)
+    fig.update_layout(title_text="")
+    return title
+
+
+def _titles_into_captions(figures: list) -> list:
+    """(key, figure, caption) -> (key, figure without its title, caption, title without its number)."""
+    return [(key, fig, caption, re.sub(r"^Figure \d+\.\s*", "", without_title(fig))) for key, fig, caption in figures]
+
+
 @dataclass
 class AppState:
     model: str
@@ -85,7 +106,7 @@ class AppState:
     ratings: object = None
     clip_name: str | None = None
     unet_names: list = field(default_factory=list)
-    report_figures: list = field(default_factory=list)  # (key, figure, caption), computed once per bundle
+    report_figures: list = field(default_factory=list)  # (key, figure, caption, title), computed once per bundle
     bundle_missing: bool = False  # no meta.json where the bundle should be (the automatic build may fill it)
     building: bool = False
     build_bars: list = field(default_factory=list)  # the automatic build's tqdm bars, newest last
@@ -204,7 +225,7 @@ class AppState:
             refs = reference_names(bundle.report)
             best = best_per_step(bundle.report)
             unet = sorted([n for n in bundle.meta["per_step"] if n.startswith("unet.")], key=lambda n: (n != best, n))
-            figures = report_figures(bundle.report)
+            figures = _titles_into_captions(report_figures(bundle.report))
             bundle.attributes, bundle.meta["dataset"]["groups"]  # noqa: B018 - fields the bars need
         except SdvizError as err:
             log.warning("bundle not used: %s", err)
