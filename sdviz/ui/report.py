@@ -55,7 +55,8 @@ def render_report() -> list:
     for i in range(REPORT_SLOTS):
         if i < len(app.report_figures):
             _, fig, caption, title = app.report_figures[i]
-            heading = f"Figure {i + 1}. {st.md(title)}." if title else f"Figure {i + 1}."
+            end = "" if title.endswith(("?", ".", "!")) else "."
+            heading = f"Figure {i + 1}. {st.md(title)}{end}" if title else f"Figure {i + 1}."
             out += [gr.update(value=f"**{heading}** {st.md(caption)}", visible=True), gr.update(value=fig, visible=True)]
         else:
             out += [gr.update(visible=False), gr.update(visible=False)]

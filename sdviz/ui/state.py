@@ -85,9 +85,30 @@ def without_title(fig):
     return title
 
 
-def _titles_into_captions(figures: list) -> list:
-    """(key, figure, caption) -> (key, figure without its title, caption, title without its number)."""
-    return [(key, fig, caption, re.sub(r"^Figure \d+\.\s*", "", without_title(fig))) for key, fig, caption in figures]
+HEATMAPS_CAPTION = (
+    "How the 65 attributes go together over words (red = rise together, blue = opposite): human ratings in this figure, "
+    "decoded from CLIP and from the best UNet block at its last step in the next two. Similar patterns mean the probes "
+    "keep the structure of human meaning. Lines separate the domains.")
+
+
+def page_figures(report: dict) -> list:
+    """The report's figures for the Report tab, computed once per bundle: (key, figure, caption, title). Titles go
+    into the captions (they wrap there); the three correlation maps, shown one after the other, are described once."""
+    from ..plots import report_items
+
+    out, first_map = [], None
+    for it in report_items(report):
+        fig, key = it["figure"], it["key"]
+        without_title(fig)
+        caption = f"{it['takeaway']} {it['caption']}"
+        if key.startswith("heatmaps"):
+            first_map = first_map or it["number"]
+            caption = f"{it['takeaway']} " + (HEATMAPS_CAPTION if first_map == it["number"] else
+                                              f"Read it like Figure {first_map}.")
+        if key == "groups":  # 14 domain names: level where they fit, turned where they do not (390 px)
+            fig.layout.xaxis.tickangle = None  # unset: plotly picks the angle
+        out.append((key, fig, caption, re.sub(r"^Figure \d+\.\s*", "", it["title"])))
+    return out
 
 
 @dataclass
@@ -204,7 +225,7 @@ class AppState:
 
     def reload_bundle(self) -> None:
         """Load, check and prepare the bundle; any defect leaves the app running without bars."""
-        from ..plots import best_per_step, reference_names, report_figures
+        from ..plots import best_per_step, reference_names
         from ..probes import check_bundle_matches
 
         self.bundle, self.clip_name, self.unet_names, self.report_figures = None, None, [], []
@@ -225,7 +246,7 @@ class AppState:
             refs = reference_names(bundle.report)
             best = best_per_step(bundle.report)
             unet = sorted([n for n in bundle.meta["per_step"] if n.startswith("unet.")], key=lambda n: (n != best, n))
-            figures = _titles_into_captions(report_figures(bundle.report))
+            figures = page_figures(bundle.report)
             bundle.attributes, bundle.meta["dataset"]["groups"]  # noqa: B018 - fields the bars need
         except SdvizError as err:
             log.warning("bundle not used: %s", err)
