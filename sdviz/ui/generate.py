@@ -22,6 +22,7 @@ from ..config import MAX_PROMPT_CHARS, MAX_SEED
 from ..errors import SdvizError
 from ..labels import label, label_with_id, step_text
 from . import state as st
+from .figures import without_title
 from .state import md
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,7 @@ def render_step(history: list, k, block: str | None, view: str):
     # on their side: full attribute names as rows never collide, at 390 px as at 1400 px
     bars = attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, reliability,
                           domain_means=(view == "domain means"), title="", orientation="h")
-    st.without_title(bars)  # untitled here (the takeaway above says what it shows): no empty title row
+    without_title(bars)  # untitled here (the takeaway above says what it shows): no empty title row
     takeaway = ""
     closeness = HIDDEN
     if block and app.clip_name:
