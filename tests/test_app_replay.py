@@ -89,8 +89,9 @@ def test_a_recorded_example_replays_on_click_and_every_tab_reads_cleanly(replay_
             ticks = page.locator("#bars .xtick text, #bars .ytick text").evaluate_all(_LABEL_CORNERS)
             assert len(ticks) >= 10 and not _overlaps(ticks), f"{view} at {width}px: axis labels overlap"
             page.screenshot(path=str(OUTPUT / f"replay-generate-{width}-{view.split()[0]}.png"), full_page=True)
-        if width == 1400 and os.environ.get("SDVIZ_UPDATE_SCREENSHOT") == "1":  # the README's picture
-            page.screenshot(path=str(README_SHOT), full_page=True, clip={"x": 0, "y": 0, "width": 1400, "height": 1350})
+        if width == 1400 and os.environ.get("SDVIZ_UPDATE_SCREENSHOT") == "1":  # the README's picture, down to the controls
+            bottom = page.evaluate("() => document.querySelector('#block').getBoundingClientRect().bottom + window.scrollY")
+            page.screenshot(path=str(README_SHOT), full_page=True, clip={"x": 0, "y": 0, "width": 1400, "height": bottom + 12})
 
         page.get_by_role("tab", name="Maps").click()
         page.locator("#unet-map .scatterlayer .trace .point").first.wait_for(timeout=30000)
