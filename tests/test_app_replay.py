@@ -42,6 +42,22 @@ def test_record_then_replay_gives_the_live_runs_decoded_json(replay_url):
     assert replay_json == live_json and len(replay_json) == 3
 
 
+def test_a_replay_never_waits_behind_a_live_run(replay_url):
+    """Replays have their own queue: one finishes while a long live run holds the generation slot."""
+    from gradio_client import Client
+
+    client = Client(replay_url, verbose=False)
+    live = client.submit(PROMPTS[0], 1, 50, 7.5, api_name="/generate")
+    next(iter(live))  # the live run is streaming: it holds the one generation slot
+    replay = client.submit(PROMPTS[0], 0, api_name="/replay")
+    list(replay)
+    try:
+        assert replay.outputs()[-1][1].startswith("**step 2 of 2**")
+        assert not live.done(), "the replay waited for the 50-step live run"
+    finally:
+        live.cancel()
+
+
 def _replay_in_page(page, prompt: str) -> float:
     """Click the recorded example of `prompt` (no Run press); seconds from the click until the bars are drawn."""
     example = page.locator("#recorded").get_by_text(prompt)
