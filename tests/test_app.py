@@ -183,9 +183,11 @@ def _run_in_page(page, prompt: str, steps: int) -> None:
     number.fill(str(steps))
     number.press("Enter")
     page.locator("#prompt textarea").fill(prompt)
+    # the slider takes the typed number before Run reads it (on a busy machine Run could go first, with the old steps)
+    page.wait_for_function(f"document.querySelector('#steps input[type=range]')?.value === '{steps}'", timeout=10000)
     page.locator("#run").click()
-    last = f"step {steps - 1} of {steps - 1}"
-    page.wait_for_function(f"document.querySelector('#counter')?.innerText.includes('{last}')", timeout=120000)
+    last = f"step {steps - 1} of {steps - 1}"  # at the start: the counter also names the probe's trained step
+    page.wait_for_function(f"document.querySelector('#counter')?.innerText.startsWith('{last}')", timeout=120000)
     page.locator("#bars .js-plotly-plot").wait_for(timeout=30000)
 
 

@@ -1,5 +1,6 @@
 """The Gradio app, one job per module: `state` (shared model, bundle, start-up and automatic build),
-`generate` (the live run), `maps`, `report` (read-only tabs), `layout` (the Blocks), `server` (launch).
+`generate` (the live run and recorded replays), `maps`, `report` (read-only tabs), `figures` (plots' figures as
+the page shows them), `layout` (the Blocks), `server` (launch).
 `app.py` only calls `main()`."""
 
 from .layout import create_app

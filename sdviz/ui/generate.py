@@ -22,6 +22,7 @@ from ..config import MAX_PROMPT_CHARS, MAX_SEED
 from ..errors import SdvizError
 from ..labels import label, label_with_id, step_text
 from . import state as st
+from .figures import without_title
 from .state import md
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,7 @@ def render_step(history: list, k, block: str | None, view: str):
     # on their side: full attribute names as rows never collide, at 390 px as at 1400 px
     bars = attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, reliability,
                           domain_means=(view == "domain means"), title="", orientation="h")
+    without_title(bars)  # untitled here (the takeaway above says what it shows): no empty title row
     takeaway = ""
     closeness = HIDDEN
     if block and app.clip_name:
@@ -231,6 +233,8 @@ def render_step(history: list, k, block: str | None, view: str):
         fig = closeness_curve(steps, to_clip, to_human, h["steps"])
         fig.add_vline(x=h["step"], line=dict(color="#888", dash="dot"))
         fig.update_layout(title="UNet vs CLIP, step by step", legend=dict(orientation="h", x=0, y=-0.3))
+        fig.update_xaxes(tick0=0, dtick=max(1, round(h["steps"] / 10)))  # whole steps only: there is no step 0.5
+        fig.update_yaxes(title="r (1 = same profile)")  # plots' longer title is cut off in this short figure
         closeness = gr.update(value=fig, visible=True)
         human = f", with the human ratings r = {to_human[k]:+.2f}" if to_human else ""
         takeaway = (f"**At {step_text(h['step'], h['steps'])}, the {md(label(block))} agrees with CLIP's reading at "
@@ -273,20 +277,21 @@ def _status(ctx: RunContext) -> str:
     return " ".join(parts)
 
 
-def stream_ui(records: Iterable, ctx: RunContext, block, view) -> Iterator[tuple]:
+def stream_ui(records: Iterable, ctx: RunContext, block, view, *, live: bool = True) -> Iterator[tuple]:
     """Page updates for any iterator of StepRecords: image and counter every step, figures at most every
-    REFRESH_S, the history and the scrubber once at the end (gr.skip() for what did not change)."""
+    REFRESH_S, the history and the scrubber once at the end (gr.skip() for what did not change).
+    live=False (a recorded run): its step times say nothing about this machine, so the estimate ignores them."""
     skip = gr.skip()
     history: list = []
     last_fig, last_step = 0.0, time.perf_counter()
     for record in records:
         now = time.perf_counter()
-        if history:
+        if history and live:
             st.STATE.note_step_time(now - last_step)
         last_step = now
         history.append(make_entry(record, ctx))
         h, done, first = history[-1], record.image is not None, len(history) == 1
-        left = (h["steps"] - 1 - h["step"]) * st.STATE.step_seconds if st.STATE.step_seconds else None
+        left = (h["steps"] - 1 - h["step"]) * st.STATE.step_seconds if st.STATE.step_seconds and live else None
         if done or first or now - last_fig >= REFRESH_S:
             image, counter, takeaway, bars, closeness, hint = render_step(history, len(history) - 1, block, view)
             last_fig = time.perf_counter()
@@ -342,6 +347,73 @@ def generate_api(prompt, seed, steps, guidance):
         yield from stream_api(records, ctx)
     finally:
         records.close()
+
+
+# -- recorded runs: the same loops over records read from disk, on the CPU, outside the GPU queue ------------
+REPLAY_STEP_S = 0.08  # a replay is paced a little so the image visibly forms; the API replays at full speed
+
+
+def recorded_label(run) -> str:
+    return f"recorded with {run.model} — replays instantly"
+
+
+def recorded_samples() -> list[list[str]]:
+    """The Generate tab's recorded examples: one row per run, its prompt (and settings when prompts repeat)."""
+    runs = st.STATE.recordings if st.STATE else []
+    prompts = [r.prompt for r in runs]
+    return [[r.prompt if prompts.count(r.prompt) == 1 else f"{r.prompt} (seed {r.seed}, {r.steps} steps)"] for r in runs]
+
+
+def _recorded_status(run, status):
+    if isinstance(status, dict):  # gr.skip()
+        return status
+    note = f"▶️ **recorded run** ({md(recorded_label(run))}; seed {run.seed}, {run.steps} steps)."
+    return f"{note} {status}".strip()
+
+
+def _paced(records: Iterable, seconds: float) -> Iterator:
+    for i, record in enumerate(records):
+        if i:
+            time.sleep(seconds)
+        yield record
+
+
+def _recorded(index):
+    runs = st.STATE.recordings if st.STATE else []
+    try:
+        return runs[int(index)]
+    except (TypeError, ValueError, IndexError):
+        raise SdvizError("That recorded run is no longer available; reload the page.") from None
+
+
+@_errors_as_gr
+def replay(index, block, view):
+    """A click on a recorded example: fill prompt, seed and steps, and stream the run from disk through the
+    same loop as a live run (no Run press, no model, no GPU)."""
+    st.STATE.wait_ready()
+    run = _recorded(index)
+    ctx = RunContext.for_prompt(run.prompt)
+    skip = gr.skip()
+    for i, out in enumerate(stream_ui(_paced(run.records(), REPLAY_STEP_S), ctx, block, view, live=False)):
+        *page, status = out
+        filled = (run.prompt, run.seed, run.steps) if i == 0 else (skip, skip, skip)
+        yield (*page, _recorded_status(run, status), *filled)
+
+
+@_errors_as_gr
+def replay_api(prompt, seed):
+    """The scripted replay (api_name="replay"): the recorded run of this prompt and seed, streamed exactly like
+    /generate (same outputs, same decoded JSON)."""
+    from ..record import find_run
+
+    st.STATE.wait_ready()
+    run = find_run(st.STATE.recordings, str(prompt or ""), int(seed) if seed is not None else None)
+    if run is None:
+        raise SdvizError(f"No recorded run for this prompt and seed; the recorded ones are: "
+                         f"{'; '.join(r.prompt for r in st.STATE.recordings) or 'none'}.")
+    ctx = RunContext.for_prompt(run.prompt)
+    for image, counter, decoded, status in stream_api(run.records(), ctx):
+        yield image, counter, decoded, _recorded_status(run, status)
 
 
 # -- CSV, written only when asked for ----------------------------------------------------------------------

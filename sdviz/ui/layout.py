@@ -36,7 +36,19 @@ CSS = """
 #stop { max-width: 6.5em; min-width: 4.5em; }
 #counter p { margin: 0.2em 0; }
 #tiny-banner { padding: 0.3em 0.8em; border-left: 4px solid #e0a800; background: #fff8e1; }
+#plotly-preload { position: absolute !important; left: -10px; width: 1px !important; height: 1px; overflow: hidden;
+                  opacity: 0; pointer-events: none; }
+@media (max-width: 640px) {  /* phones: plotly's toolbar would cover the figures' titles; the image a little shorter */
+  .modebar-container { display: none !important; }
+  #image { height: 260px !important; }
+}
 """
+
+
+def _blank_figure():
+    import plotly.graph_objects as go
+
+    return go.Figure(layout=dict(width=10, height=10, margin=dict(l=0, r=0, t=0, b=0)))
 
 
 def _banner_text() -> str:
@@ -79,12 +91,13 @@ def _poll(seen: int):
     choices = [(label_with_id(n), n) for n in app.unet_names]
     block = gr.update(choices=choices, value=app.unet_names[0] if app.unet_names else None, interactive=bool(choices))
     names = m.map_names()
-    n_map = m.map_step_count() if names else 1
     map_block = gr.update(choices=m.map_choices(), value=names[0] if names else None)
-    map_step = gr.update(minimum=0, maximum=max(n_map - 1, 1), value=max(n_map - 1, 0))
+    samples = g.recorded_samples()
+    recorded = gr.Dataset(samples=samples or [[""]], visible=bool(samples), label=(
+        f"Recorded runs, click one ({g.recorded_label(app.recordings[0])})" if samples else None))
     hint = gr.update(value=g.placeholder())
     maps_hint = gr.update(value="" if names else f"*{app.bundle_note or 'The maps appear when the probe bundle is ready.'}*")
-    return ([banner, details, status.strip(), run, block, hint, map_block, map_step, maps_hint] + r.render_report()
+    return ([banner, details, status.strip(), run, block, hint, map_block, recorded, maps_hint] + r.render_report()
             + [progress, app.version, timer])
 
 
@@ -114,9 +127,10 @@ def estimate(steps) -> str:
 
 
 def create_app(model: str = "auto", device: str | None = None, bundle: str | None = None, ratings: str | None = None,
-               build_cache: str | None = None) -> gr.Blocks:
-    """The Blocks app. Nothing is loaded here: `launch` starts the model loading after the page is served."""
-    st.set_state(st.AppState(model, device, bundle, ratings, build_cache))
+               build_cache: str | None = None, recordings: str | None = None) -> gr.Blocks:
+    """The Blocks app. Nothing is loaded here: `launch` starts the model loading (and the recorded runs: a folder
+    or Hub dataset id, default env SDVIZ_RECORDINGS, then recordings/<model-slug>) after the page is served."""
+    st.set_state(st.AppState(model, device, bundle, ratings, build_cache, recordings))
     none = dict(concurrency_limit=None, api_visibility="private")
     with gr.Blocks(title="sdviz: where Stable Diffusion's semantics come from", delete_cache=(600, 1800)) as demo:
         gr.Markdown("# sdviz · where Stable Diffusion's human-like semantics come from\n"
@@ -127,22 +141,29 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
             gr.Markdown(TINY_DETAILS)
         status = gr.Markdown("⏳ **Loading the model…** Run turns on when it is ready.", elem_id="status")
         build_box = gr.HTML(visible=False, elem_id="build-progress")
+        # Gradio fetches its 4.6 MB plotly module only when a page first shows a figure, which made the first bars
+        # come ~1.5 s after a click; this invisible tiny figure fetches it while the visitor is still reading the page
+        gr.Plot(_blank_figure(), show_label=False, container=False, elem_id="plotly-preload")
         history, seen = gr.State([]), gr.State(-1)
         with gr.Tab("Generate", elem_id="generate-tab"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2, min_width=320):
                     prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], max_lines=3, elem_id="prompt")
+                    # recorded runs (filled by the poll once loaded): a click replays one, no Run press needed
+                    recorded = gr.Dataset(components=["textbox"], samples=[[""]], type="index", visible=False,
+                                          elem_id="recorded", label="Recorded examples")
                     gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Try")
-                    with gr.Row(equal_height=True):
-                        run = gr.Button("Loading model…", variant="primary", elem_id="run", interactive=False, scale=4)
-                        stop = gr.Button("Stop", variant="secondary", size="sm", elem_id="stop", scale=1, min_width=60)
-                    eta = gr.Markdown(elem_id="estimate")
                     with gr.Accordion("Settings: seed, steps, guidance", open=False, elem_id="settings"):
                         seed = gr.Number(label="Seed (same seed, same image)", value=0, minimum=0, maximum=MAX_SEED)
                         steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
                         guidance = gr.Slider(0, g.APP_MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale (how strictly to follow the prompt)")
+                    # Run last in the column: on a phone the image and the bars follow right under it
+                    with gr.Row(equal_height=True):
+                        run = gr.Button("Loading model…", variant="primary", elem_id="run", interactive=False, scale=4)
+                        stop = gr.Button("Stop", variant="secondary", size="sm", elem_id="stop", scale=1, min_width=60)
+                    eta = gr.Markdown(elem_id="estimate")
                 with gr.Column(scale=3, min_width=320):
-                    image = gr.Image(label="The image, step by step (a quick preview; the real decode at the end)", type="pil",
+                    image = gr.Image(label="The image, step by step", type="pil",
                                      elem_id="image", height=320)
                     counter = gr.Markdown(elem_id="counter")
                     scrub = gr.Slider(0, max(g.DEFAULT_STEPS - 1, 1), value=0, step=1, interactive=False, elem_id="scrub",
@@ -151,8 +172,8 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
             hint = gr.Markdown(g.placeholder(), elem_id="bars-hint")
             bars = gr.Plot(show_label=False, elem_id="bars", visible=False)
             with gr.Row():
-                block = gr.Dropdown([], label="UNet block to read", interactive=False, elem_id="block")
-                view = gr.Radio(["domain means", "all attributes"], value="domain means", label="Bars show")
+                block = gr.Dropdown([], label="UNet block to read", interactive=False, elem_id="block", min_width=260)
+                view = gr.Radio(["domain means", "all attributes"], value="domain means", label="Bars show", min_width=260)
             closeness = gr.Plot(show_label=False, elem_id="closeness", visible=False)
             with gr.Accordion("How to read this", open=False):
                 gr.Markdown(HOW_TO_READ_GENERATE)
@@ -162,9 +183,7 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
         with gr.Tab("Maps", elem_id="maps-tab") as maps_tab:
             with gr.Accordion("How to read this", open=False):
                 gr.Markdown(m.HOW_TO_READ)
-            with gr.Row():
-                map_block = gr.Dropdown([], label="UNet block", elem_id="map-block")
-                map_step = gr.Slider(0, 1, value=1, step=1, label="Denoising step (0 = pure noise)", elem_id="map-step")
+            map_block = gr.Dropdown([], label="UNet block", elem_id="map-block")
             map_caption = gr.Markdown("*The maps appear when the probe bundle is ready.*", elem_id="map-caption")
             with gr.Row():
                 clip_map = gr.Plot(show_label=False, elem_id="clip-map", visible=False)
@@ -183,7 +202,7 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
                                  gr.Plot(show_label=False, visible=False, elem_id=f"report-fig-{i}")]
 
         timer = gr.Timer(0.5)
-        poll_out = ([banner, details, status, run, block, hint, map_block, map_step, map_caption, report_intro]
+        poll_out = ([banner, details, status, run, block, hint, map_block, recorded, map_caption, report_intro]
                     + report_parts + [build_box, seen, timer])
         timer.tick(poll, seen, poll_out, show_progress="hidden", **none)
         demo.load(poll, seen, poll_out, show_progress="hidden", **none)
@@ -211,8 +230,18 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
         csv_btn.click(g.write_csv, history, csv_file, **none)
         report_btn.click(r.report_file, None, report_download, **none)
 
-        map_inputs, map_out = [map_block, map_step, history], [clip_map, unet_map, sep_plot, map_caption]
-        for trigger in (map_block.change, map_step.release, maps_tab.select):
-            trigger(m.render_maps, map_inputs, map_out, **none)
+        map_inputs, map_out = [map_block, history], [clip_map, unet_map, sep_plot, map_caption]
+        for trigger in (map_block.change, maps_tab.select):
+            trigger(m.show_maps, map_inputs, map_out, **none)
+        unet_map.change(None, unet_map, None, js=m.ADD_FRAMES_JS, queue=False)  # Gradio's Plot drops plotly frames
+
+        # a recorded example replays on the CPU beside generation, a few at once, never in the GPU queue
+        replay_event = recorded.click(g.replay, [recorded, block, view], outputs + [prompt, seed, steps],
+                                      api_name="replay_example", concurrency_id="replay", concurrency_limit=4,
+                                      api_visibility="private")  # named: else it takes "replay" from the API event
+        stop.click(None, None, None, cancels=[replay_event])
+        api_replay = gr.Button(visible=False)
+        api_replay.click(g.replay_api, [prompt, seed], [image, counter, gr.JSON(visible=False), status],
+                         api_name="replay", concurrency_id="replay", concurrency_limit=4)
         block.change(lambda b: gr.update(value=b) if b in m.map_names() else gr.skip(), block, map_block, **none)
     return demo

@@ -11,9 +11,9 @@ from . import state as st
 
 HOW_TO_READ = (
     "Each dot is one word of the dataset (dog, hammer, volcano…), coloured by its category. Words the model treats as "
-    "similar sit close together. The left map is CLIP's reading of the words, the same at every step. The right map is "
-    "one UNet block at one denoising step: slide through the steps and watch whether the categories stay apart or blur. "
-    "The star is your last prompt."
+    "similar sit close together. The CLIP map is CLIP's reading of the words, the same at every step. The UNet map is "
+    "one UNet block over the denoising steps: press Play (or drag its slider) and watch whether the categories stay apart "
+    "or blur. The star is your last prompt."
 )
 
 
@@ -28,16 +28,27 @@ def map_choices() -> list[tuple[str, str]]:
     return [(label_with_id(n), n) for n in map_names()]
 
 
-def map_step_count() -> int:
-    bundle = st.STATE.bundle
-    names = map_names()
-    return int(bundle.maps[f"{names[0]}.coords"].shape[0]) if names else 1
+def _here_per_step(bundle, block: str, n_steps: int, history: list) -> list | None:
+    """The prompt's star on every trained step of the map: each trained step takes the live step at the same
+    fraction of its run (as the bars' probes do), placed with maps.place."""
+    if not history:
+        return None
+    import torch
+
+    from ..maps import place
+
+    here = []
+    for step in range(n_steps):
+        live = min(range(len(history)), key=lambda i: abs(i / max(len(history) - 1, 1) - step / max(n_steps - 1, 1)))
+        x = history[live]["features"].get(block)
+        here.append(place(bundle.maps, block, step, torch.as_tensor(x)) if x is not None else None)
+    return here
 
 
 def render_maps(block: str, step, history: list):
-    """(clip map, unet map, separation curve, caption/placeholder) for the block and step asked for."""
-    from ..maps import place
-    from ..plots import embedding_map, separation_curve
+    """(clip map, unet map with every step as an animation frame, separation curve, caption/placeholder).
+    `step` is unused (every step is a frame now); kept so scripts calling (block, step, history) still work."""
+    from ..plots import embedding_map, embedding_map_animation, separation_curve
 
     bundle = st.STATE.bundle if st.STATE else None
     names = map_names()
@@ -46,37 +57,59 @@ def render_maps(block: str, step, history: list):
         hidden = gr.update(visible=False)
         return hidden, hidden, hidden, f"*{note}*"
     block = block if block in names else names[0]
-    words, cats = bundle.meta["words"], bundle.meta.get("categories")
-    n_steps = int(bundle.maps[f"{block}.coords"].shape[0])
-    step = int(min(max(int(step or 0), 0), n_steps - 1))
+    words, cats, supers = bundle.meta["words"], bundle.meta.get("categories"), bundle.meta.get("super_categories")
+    coords = bundle.maps[f"{block}.coords"].numpy()
+    n_steps = int(coords.shape[0])
     clip_name = next((n for n in ("clip.mean", "clip.pooled") if f"{n}.coords" in bundle.maps), None)
-    here_clip = here_unet = None
+    here_clip = None
     prompt = "your prompt"
     if history:
-        import html
-
-        import torch
-
         text = history[-1].get("prompt") or "your prompt"
-        prompt = html.escape(f"'{text[:40]}…'" if len(text) > 40 else f"'{text}'")
+        prompt = f"'{text[:40]}…'" if len(text) > 40 else f"'{text}'"  # plots escapes figure text itself
         if clip_name in history[-1]["features"]:
+            import torch
+
+            from ..maps import place
+
             here_clip = place(bundle.maps, clip_name, 0, torch.as_tensor(history[-1]["features"][clip_name]))
-        live = min(range(len(history)), key=lambda i: abs(i / max(len(history) - 1, 1) - step / max(n_steps - 1, 1)))
-        if block in history[live]["features"]:
-            here_unet = place(bundle.maps, block, step, torch.as_tensor(history[live]["features"][block]))
     clip_fig = (embedding_map(bundle.maps[f"{clip_name}.coords"][0].numpy(), words, cats,
-                              f"{label(clip_name)}: the same at every step", here_clip, prompt) if clip_name else None)
-    unet_fig = embedding_map(bundle.maps[f"{block}.coords"][step].numpy(), words, cats,
-                             f"{label(block)} at {step_text(step, n_steps)}", here_unet, prompt)
+                              label(clip_name), here_clip, prompt, super_categories=supers) if clip_name else None)
+    unet_fig = embedding_map_animation(coords, words, cats, supers, f"{label(block)}, step by step",
+                                       _here_per_step(bundle, block, n_steps, history), prompt,
+                                       lambda k: step_text(k, n_steps))
     try:
         sep = separation_curve(bundle.report)
     except (KeyError, IndexError, StopIteration):
         sep = None
-    caption = (f"**Words in CLIP's space (left) and in the {st.md(label(block))} at {step_text(step, n_steps)} (right).** "
-               "If the colours blur on the right while they stay apart on the left, the diffusion has turned meaning into pixels.")
-    for fig, title in ((clip_fig, label(clip_name) if clip_name else ""), (unet_fig, f"{label(block)}, {step_text(step, n_steps)}")):
-        if fig is not None:  # short titles and the legend below: readable from 390 px up
-            fig.update_layout(title=title, legend=dict(orientation="h", x=0, y=-0.2, yanchor="top", font=dict(size=10)),
-                              height=560, margin=dict(l=40, r=10, t=40, b=10))
+    # no "left"/"right": the two maps sit side by side on a wide screen and one above the other on a phone
+    caption = (f"**Words in CLIP's space (the CLIP map) and in the {st.md(label(block))} over the {n_steps} denoising steps "
+               "the probes were trained on (the UNet map: press ▶ Play under it).** If the colours blur in the UNet map "
+               "while they stay apart in the CLIP map, the diffusion has turned meaning into pixels. The star is "
+               f"{st.md(prompt) if history else 'your prompt, after a run'}.")
+    unet_fig.update_layout(height=560)
+    if clip_fig is not None:  # the UNet map's legend under the title: side by side, the two maps line up
+        clip_fig.update_layout(legend=unet_fig.layout.legend, height=560, margin=dict(t=unet_fig.layout.margin.t))
     show = lambda fig: gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)  # noqa: E731
     return show(clip_fig), show(unet_fig), show(sep), caption
+
+
+def show_maps(block: str, history: list):
+    """The page's Maps event: block and the visitor's last run."""
+    return render_maps(block, None, history)
+
+
+# Gradio's Plot hands plotly only data and layout (Plotly.react), so the animation's frames are added here, in the
+# page, from the figure's own JSON: Play then moves the points. Old frames (another block) are removed first.
+ADD_FRAMES_JS = """(value) => {
+    const fig = value && value.plot ? JSON.parse(value.plot) : null;
+    if (!fig || !fig.frames || !fig.frames.length) return [];
+    const attach = (tries) => {
+        const div = document.querySelector('#unet-map .js-plotly-plot');
+        if (!div || !div._fullLayout || !window.Plotly) { if (tries > 0) setTimeout(() => attach(tries - 1), 100); return; }
+        const old = ((div._transitionData || {})._frames || []).map((_, i) => i);
+        Promise.resolve(old.length ? window.Plotly.deleteFrames(div, old) : null)
+            .then(() => window.Plotly.addFrames(div, fig.frames));
+    };
+    attach(100);
+    return [];
+}"""

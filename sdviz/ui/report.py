@@ -54,8 +54,10 @@ def render_report() -> list:
     out = [intro()]
     for i in range(REPORT_SLOTS):
         if i < len(app.report_figures):
-            _, fig, caption = app.report_figures[i]
-            out += [gr.update(value=f"**Figure {i + 1}.** {st.md(caption)}", visible=True), gr.update(value=fig, visible=True)]
+            _, fig, caption, title = app.report_figures[i]
+            end = "" if title.endswith(("?", ".", "!")) else "."
+            heading = f"Figure {i + 1}. {st.md(title)}{end}" if title else f"Figure {i + 1}."
+            out += [gr.update(value=f"**{heading}** {st.md(caption)}", visible=True), gr.update(value=fig, visible=True)]
         else:
             out += [gr.update(visible=False), gr.update(visible=False)]
     return out

@@ -14,13 +14,16 @@ def main(argv=None) -> None:
     parser.add_argument("--bundle", default=os.environ.get("SDVIZ_BUNDLE"),
                         help="probe bundle folder (default: probes/<model-slug>, built automatically when ratings are at hand)")
     parser.add_argument("--ratings", default=os.environ.get("SDVIZ_RATINGS"))
+    parser.add_argument("--recordings", default=os.environ.get("SDVIZ_RECORDINGS"),
+                        help="recorded runs shown as examples: a folder or Hub dataset id from `python -m sdviz record` "
+                             "(default: recordings/<model-slug> when it exists)")
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link (off by default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .layout import create_app
 
     try:
-        demo = create_app(args.model, args.device, args.bundle, args.ratings)
+        demo = create_app(args.model, args.device, args.bundle, args.ratings, recordings=args.recordings)
     except SdvizError as err:
         raise SystemExit(f"error: {err}") from None
     launch(demo, share=args.share)

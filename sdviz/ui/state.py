@@ -76,6 +76,7 @@ class AppState:
     bundle_spec: str | None
     ratings_path: str | None
     build_cache: str | None = None  # feature cache of the automatic build (default: io.feature_cache_dir)
+    recordings_spec: str | None = None  # recorded runs: a folder or Hub dataset id (default: env SDVIZ_RECORDINGS)
     phase: str = "waiting"  # waiting -> loading -> ready | failed
     error: str = ""
     pipe: object = None
@@ -84,13 +85,14 @@ class AppState:
     ratings: object = None
     clip_name: str | None = None
     unet_names: list = field(default_factory=list)
-    report_figures: list = field(default_factory=list)  # (key, figure, caption), computed once per bundle
+    report_figures: list = field(default_factory=list)  # (key, figure, caption, title), computed once per bundle
     bundle_missing: bool = False  # no meta.json where the bundle should be (the automatic build may fill it)
     building: bool = False
     build_bars: list = field(default_factory=list)  # the automatic build's tqdm bars, newest last
     build_error: str = ""
     version: int = 0  # bumped on every change the page should show
     step_seconds: float | None = None  # measured per-step time of live runs, for the estimate
+    recordings: list = field(default_factory=list)  # record.RecordedRun of the running model: the page's examples
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -123,6 +125,7 @@ class AppState:
             return
         self._load_ratings()
         self.reload_bundle()
+        self._load_recordings()
         self.phase = "ready"
         self._ready.set()
         self._bump()
@@ -152,14 +155,37 @@ class AppState:
         except Exception as err:  # noqa: BLE001 - no ratings only means no overlay and no build
             log.warning("ratings not loaded: %s", err)
 
+    def _load_recordings(self) -> None:
+        """Recorded runs of the running model (record.load_recordings): from recordings_spec, env SDVIZ_RECORDINGS,
+        else record.default_dir(slug) when it exists. Runs of other models are left out: they would show
+        another model's results under this one's name. Any problem only means no recorded examples."""
+        from ..record import default_dir, load_recordings
+
+        spec = self.recordings_spec or os.environ.get("SDVIZ_RECORDINGS")
+        if not spec:
+            folder = default_dir(self.pipe.sdviz.slug)
+            spec = folder if folder.is_dir() else None
+        if not spec:
+            return
+        try:
+            runs = load_recordings(spec)
+        except Exception as err:  # noqa: BLE001 - the app serves live runs without them
+            log.warning("recordings not loaded: %s", err)
+            return
+        model = self.pipe.sdviz.model_id
+        self.recordings = [r for r in runs if r.model == model]
+        if len(self.recordings) < len(runs):
+            log.info("%d recorded run(s) of other models left out (this app runs %s)", len(runs) - len(self.recordings), model)
+
     # -- the bundle ---------------------------------------------------------------------------------
     def bundle_path(self) -> Path:
         return _resolve_bundle(self.bundle_spec) if self.bundle_spec else _default_bundle(self.pipe.sdviz.slug)
 
     def reload_bundle(self) -> None:
         """Load, check and prepare the bundle; any defect leaves the app running without bars."""
-        from ..plots import best_per_step, reference_names, report_figures
+        from ..plots import best_per_step, reference_names
         from ..probes import check_bundle_matches
+        from .figures import page_figures
 
         self.bundle, self.clip_name, self.unet_names, self.report_figures = None, None, [], []
         self.bundle_missing = False
@@ -179,7 +205,7 @@ class AppState:
             refs = reference_names(bundle.report)
             best = best_per_step(bundle.report)
             unet = sorted([n for n in bundle.meta["per_step"] if n.startswith("unet.")], key=lambda n: (n != best, n))
-            figures = report_figures(bundle.report)
+            figures = page_figures(bundle.report)  # once per bundle, served to every visitor
             bundle.attributes, bundle.meta["dataset"]["groups"]  # noqa: B018 - fields the bars need
         except SdvizError as err:
             log.warning("bundle not used: %s", err)
