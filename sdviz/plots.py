@@ -766,21 +766,23 @@ def steer_eval_figure(doc: dict, *, number: int | None = None) -> go.Figure:
     xs = doc["strengths"]
     for i, where in enumerate(doc["wheres"]):
         colour = SERIES_COLORS[i % len(SERIES_COLORS)]
-        name = label(COND_NAME if where == "clip" else where)
+        name = "CLIP" if where == "clip" else short(where)
         rows = [doc["summary"][where][str(float(x))] for x in xs]
-        for key, dash, text in (("target", "solid", "target attribute"), ("others", "dot", "other attributes, mean |change|"),
-                                ("random_target", "dash", "target, random direction")):
+        for key, dash, text in (("target", "solid", "target attribute"), ("others", "dot", "others, mean |change|"),
+                                ("random_target", "dash", "random direction")):
             fig.add_trace(go.Scatter(x=xs, y=[r[key] for r in rows], mode="lines+markers", line=dict(color=colour, dash=dash),
                                      name=f"{_figure_text(name)}: {text}",
                                      hovertemplate=f"{_figure_text(where)} · {text}<br>strength %{{x}}: %{{y:.3f}}<extra></extra>"))
-    top = max([abs(v) for w in doc["wheres"] for r in doc["summary"][w].values() for v in r.values()] + [1e-9])
+    values = [v for w in doc["wheres"] for r in doc["summary"][w].values() for v in r.values()]
+    low, high = min(values + [0.0]), max(values + [0.0])
+    pad = 0.08 * ((high - low) or 1.0)
     fig.add_hline(y=0, line=dict(color="#888", width=1))
-    title = f"{'Figure ' + str(number) + '. ' if number else ''}Steering along a probe: does only the target attribute move?"
+    title = f"{'Figure ' + str(number) + '. ' if number else ''}Steering: does only the target move?"
     fig.update_layout(**LAYOUT, title=_title(title, f"read from {label(doc['readout'])} at the last step, "
                                              f"{len(doc['words'])} held-out words"), height=460)
     fig.update_layout(legend=_legend_below(), margin=dict(l=60, r=20, t=80, b=120))
-    fig.update_xaxes(title_text="strength (rating units the steered probe moves)")
-    fig.update_yaxes(title_text="change read downstream (rating units)", range=[-1.1 * top, 1.1 * top])
+    fig.update_xaxes(title_text="strength (rating units)", tickvals=xs)
+    fig.update_yaxes(title_text="change downstream", range=[low - pad, high + pad])
     return fig
 
 
@@ -813,7 +815,8 @@ def steer_eval_html(doc: dict, number: int) -> str:
 def report_html(report: dict, meta: dict, steer_eval: dict | None = None) -> str:
     """A self-contained HTML page (plotly.js inlined once): summary table, numbered figures with takeaways and captions."""
     parts = []
-    for i, it in enumerate(report_items(report)):
+    items = report_items(report)
+    for i, it in enumerate(items):
         parts.append(f"<section id='{it['key']}'>")
         parts.append(f"<p class='takeaway'>{html.escape(it['takeaway'])}</p>")
         parts.append(it["figure"].to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
@@ -845,4 +848,4 @@ penalty fitted inside training folds), 95% intervals from the folds with refitti
 word&harr;rating pairs for p-values, seed {s.get('seed', 0)}, prompt template <code>{html.escape(str(s.get('template', '')))}</code>.
 Category separation: {s.get('knn_k', 5)} nearest neighbours (cosine).</p>
 <h2>Figures</h2>
-{''.join(parts)}{steer_eval_html(steer_eval, len(parts) + 1) if steer_eval else ''}</body></html>"""
+{''.join(parts)}{steer_eval_html(steer_eval, len(items) + 1) if steer_eval else ''}</body></html>"""
