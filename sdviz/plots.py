@@ -599,9 +599,9 @@ CAPTIONS = {
     "disambiguation": "For every pair of attributes, e.g. Loud and Pleasant: does the decoded Loud follow human Loud more than "
                       "human Pleasant? Falling lines mean attributes blur together as the image forms. Chance is 0.5, but "
                       "with few words it varies a lot by luck: compare with the shuffled-ratings null in the table.",
-    "heatmaps": "How the 65 attributes go together over words (red = rise together, blue = opposite), in three stacked "
-                "panels: human ratings (top), decoded from CLIP (middle) and from the best UNet block at its last step "
-                "(bottom). Similar patterns mean the probes keep the structure of human meaning. Lines separate the domains.",
+    "heatmaps": "How the attributes go together over words (red = rise together, blue = opposite): human ratings in this "
+                "figure, decoded from CLIP and from the best UNet block at its last step in the next two. Similar patterns "
+                "mean the probes keep the structure of human meaning. Lines separate the domains.",
     "separation": "Are words of the same category (animals, tools, emotions, ...) neighbours in each layer's activations? "
                   "For every word, the 5 most similar words vote on its category; the line is how often they are right. "
                   "Falling lines mean categories collapse together as diffusion proceeds; the dotted line is chance.",
@@ -714,13 +714,17 @@ def report_items(report: dict, *, highlight: list[str] | None = None) -> list[di
         plan["heatmaps_best"] = lambda n: (corr_heatmap(pc[last], attrs, f"Decoded from {short(best)}, {where}", groups=groups,
                                                         number=n),
                                            _heatmap_takeaway(report, pc[last], f"Decoded from {label(best)} at {where}"))
-    items = []
+    items, first_map = [], None
     for key in [k for k in ORDER if k in plan]:
         number = len(items) + 1
         fig, (takeaway, values) = plan[key](number)
         title = fig.layout.title.text.split("<br>")[0]
+        caption = CAPTIONS.get(key)
+        if key.startswith("heatmaps"):  # shown one after the other: described once
+            first_map = first_map or number
+            caption = CAPTIONS["heatmaps"] if first_map == number else f"Read it like Figure {first_map}."
         items.append(dict(key=key, number=number, title=html.unescape(title), figure=fig, takeaway=takeaway, values=values,
-                          caption=CAPTIONS[key.split("_")[0] if key.startswith("heatmaps") else key]))
+                          caption=caption))
     return items
 
 

@@ -22,26 +22,16 @@ def without_title(fig):
     return title
 
 
-HEATMAPS_CAPTION = (
-    "How the 65 attributes go together over words (red = rise together, blue = opposite): human ratings in this figure, "
-    "decoded from CLIP and from the best UNet block at its last step in the next two. Similar patterns mean the probes "
-    "keep the structure of human meaning. Lines separate the domains.")
-
-
 def page_figures(report: dict) -> list:
     """The report's figures for the Report tab, computed once per bundle: (key, figure, caption, title). Titles go
-    into the captions (they wrap there); the three correlation maps, shown one after the other, are described once."""
+    into the captions (they wrap there)."""
     from ..plots import report_items
 
-    out, first_map = [], None
+    out = []
     for it in report_items(report):
         fig, key = it["figure"], it["key"]
         without_title(fig)
         caption = f"{it['takeaway']} {it['caption']}"
-        if key.startswith("heatmaps"):
-            first_map = first_map or it["number"]
-            caption = f"{it['takeaway']} " + (HEATMAPS_CAPTION if first_map == it["number"] else
-                                              f"Read it like Figure {first_map}.")
         if key == "groups":  # 14 domain names: level where they fit, turned where they do not (390 px)
             fig.layout.xaxis.tickangle = None  # unset: plotly picks the angle
         out.append((key, fig, caption, re.sub(r"^Figure \d+\.\s*", "", it["title"])))
