@@ -157,8 +157,14 @@ def test_report_items_are_numbered_captioned_and_quote_only_the_reports_numbers(
         assert it["figure"].layout.title.text.startswith(f"Figure {it['number']}. ") and it["title"] == html_unescape(
             it["figure"].layout.title.text)
         assert len(it["caption"]) > 80 and "chance" in (it["caption"] + it["takeaway"]).lower() or it["key"].startswith("heat")
-    heat = next(it for it in items if it["key"] == "heatmaps_ref")["caption"]
-    assert "(top)" in heat and "(bottom)" in heat and "left" not in heat
+    # the three correlation maps follow each other as separate figures: the first says what all three show, the
+    # others point back to it (no "top/bottom" or "left/right": they stack differently on a phone)
+    first = next(it for it in items if it["key"] == "heatmaps_human")
+    heat = first["caption"]
+    assert "human ratings in this figure" in heat and "next two" in heat
+    assert not any(w in heat for w in ("(top)", "(bottom)", "left", "right"))
+    for key in ("heatmaps_ref", "heatmaps_best"):
+        assert next(it for it in items if it["key"] == key)["caption"] == f"Read it like Figure {first['number']}."
     assert [(k, c) for k, _, c in plots.report_figures(report)] == [(it["key"], f"{it['takeaway']} {it['caption']}") for it in items]
     # takeaways: every number quoted is one of the report's, rounded as printed
     reps = report["representations"]
