@@ -126,7 +126,8 @@ def _numba_kernels():
                         lhs = match[a] + match[c]
                         wins += lhs > swap[a, c]
                         ties += lhs == swap[a, c]
-                out[b] = (wins + 0.5 * ties) / (T * (T - 1) / 2)
+                pairs = T * (T - 1) / 2
+                out[b] = (wins + 0.5 * ties) / pairs if pairs else np.nan  # one attribute: no pairs (as numpy's empty mean)
             return out
 
         _KERNELS.extend([count, disambiguation])
@@ -332,8 +333,7 @@ def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[s
         keep = sorted({0, S // 2, S - 1}) if per_step else [0]
         with stage(timings, "cross-validate"):
             cv = cross_validate(Xs, Y, targets=targets)
-            P = centre_within_folds(cv.predictions.numpy(), parts, scale=True)  # [S, n, T]
-            nP = centre_within_folds(cv.null_predictions.numpy(), parts, scale=True) if n_permutations else None  # [S, M, n, T]
+            P, nP = cv.standardised_all()  # [S, n, T], [S, M, n, T]
         results, pred_corr = [], {}
         for step in range(S):
             metrics = evaluate(P[step], Yc, attributes, groups, folds=parts, timings=timings,

@@ -149,10 +149,28 @@ class CVResult:
     permutations: np.ndarray | None  # [P, n]: null p predicts Y[permutations[p]]
     alphas: torch.Tensor  # [..., folds, T] chosen on each fold's training words
     folds: list[np.ndarray] = field(default_factory=list)
+    raw: torch.Tensor | None = None  # [..., n, T * (1 + P)]: predictions and null predictions side by side
 
     def centred(self, Y: np.ndarray):
         """(predictions, ratings) centred within folds, as numpy."""
         return centre_within_folds(self.predictions.numpy(), self.folds, scale=True), centre_within_folds(Y, self.folds)
+
+    def standardised_all(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(predictions [..., n, T], null predictions [..., P, n, T]) standardised within folds, exactly as
+        `centred` / `centred_null` do, in one in-place pass over the side-by-side array: the nulls are most of a
+        build's numbers, and transposing them before centring cost more than the centring. The nulls come back as
+        a strided view."""
+        A = self.raw.clone()
+        for test in self.folds:
+            idx = torch.as_tensor(test)
+            part = A.index_select(-2, idx)
+            part -= part.mean(-2, keepdim=True)
+            sd = part.std(-2, keepdim=True, correction=0)
+            part /= torch.where(sd > 0, sd, torch.ones_like(sd))
+            A.index_copy_(-2, idx, part)
+        T = self.predictions.shape[-1]
+        null = A[..., T:].unflatten(-1, (-1, T)).movedim(-2, -3).numpy() if self.null_predictions is not None else None
+        return A[..., :T].numpy(), null
 
     def centred_null(self, Y: np.ndarray):
         """([P, ..., n, T] null predictions, [P, n, T] their shuffled ratings), centred within folds."""
@@ -219,7 +237,7 @@ def cross_validate(X: torch.Tensor, Y: np.ndarray, *, folds: int = 10, seed: int
     fold_alphas = torch.cat(alphas_out).reshape(*lead, len(targets.folds), -1)[..., :T]
     P = 0 if targets.permutations is None else len(targets.permutations)
     null = out[..., T:].unflatten(-1, (P, T)).movedim(-2, -3) if P else None
-    return CVResult(out[..., :T], null, targets.permutations, fold_alphas, targets.folds)
+    return CVResult(out[..., :T], null, targets.permutations, fold_alphas, targets.folds, out)
 
 
 def _cross_validate_block(X: torch.Tensor, targets: Targets, alphas: torch.Tensor):
