@@ -447,19 +447,24 @@ def trace(
     decode: bool = True,
     template: str | None = None,
     shifts=None,
+    clip_layer: int | None = None,
 ) -> Trace:
     """Run the pipeline on a batch of prompts and return every requested representation.
 
     A batch gives the same features as one call per prompt (up to float tolerance): each
     prompt gets its own seeded generator. `layers` restricts capture to those names. `shifts` (a list of
-    `Shift`) steer the run (sdviz.steer); their hooks live and die with the capture's.
+    `Shift`) steer the run (sdviz.steer); their hooks live and die with the capture's. `clip_layer` i
+    conditions the denoiser on CLIP layer i instead of the last (sdviz.compare.lens).
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     seeds = _seeds(seeds, len(prompts))
     check_run_args(pipe, prompts, steps, guidance, height, width, seeds)
     cfg_batch = family_of(pipe).has_cfg_batch(pipe, guidance)
     with _pipe_lock(pipe), Capture(pipe, guidance=cfg_batch, names=layers, shifts=shifts) as capture:
-        out = pipe(**_run_kwargs(pipe, prompts, seeds, steps, guidance, height, width, negative_prompt, decode, capture))
+        kwargs = _run_kwargs(pipe, prompts, seeds, steps, guidance, height, width, negative_prompt, decode, capture)
+        if clip_layer is not None:  # encoded here, inside the capture: its hooks see the prompt's call first, as usual
+            kwargs["prompt_embeds"] = layer_conditioning(pipe, kwargs.pop("prompt"), clip_layer)
+        out = pipe(**kwargs)
     meta = run_meta(pipe, steps=steps, guidance=guidance, seeds=seeds, height=height, width=width,
                     template=template, negative_prompt=negative_prompt)
     return Trace(
@@ -469,6 +474,20 @@ def trace(
         images=list(out.images) if decode else None,
         meta=meta,
     )
+
+
+def layer_conditioning(pipe, prompts: list[str], layer: int) -> torch.Tensor:
+    """The conditioning SD 1.x/2.x's pipeline would build, taken from CLIP layer `layer` (0 = token + position
+    embeddings) with the encoder's final layer norm applied, as the denoiser expects; the last layer gives exactly
+    the pipeline's own. (diffusers' `clip_skip` does this too, but reads `text_model`, which transformers 5 removed.)"""
+    tok, encoder = pipe.tokenizer, pipe.text_encoder
+    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+    mask = None
+    if getattr(encoder.config, "use_attention_mask", False):
+        mask = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                   return_tensors="pt").attention_mask.to(encoder.device)
+    hidden = encoder(ids.to(encoder.device), attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+    return getattr(encoder, "text_model", encoder).final_layer_norm(hidden).to(dtype=encoder.dtype)
 
 
 def stream(
