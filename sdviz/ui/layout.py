@@ -1,4 +1,4 @@
-"""The page: Generate, Maps and Report tabs, and which event runs where.
+"""The page: Generate, Maps, Report, Steer, Compare and CLIP-layers tabs, and which event runs where.
 
 Only generation is serialised (one queue slot, concurrency_id "gpu"); every event that only reads
 the bundle or a finished run (scrubbing, maps, report, the start-up poll) runs with
@@ -12,6 +12,7 @@ import gradio as gr
 
 from ..config import MAX_SEED
 from ..labels import label_with_id
+from . import explore
 from . import generate as g
 from . import maps as m
 from . import report as r
@@ -200,6 +201,7 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
             for i in range(r.REPORT_SLOTS):
                 report_parts += [gr.Markdown(visible=False, elem_id=f"report-caption-{i}"),
                                  gr.Plot(show_label=False, visible=False, elem_id=f"report-fig-{i}")]
+        explore.add_tabs(dict(concurrency_id="gpu", concurrency_limit=1), none)  # Steer, Compare, CLIP layers
 
         timer = gr.Timer(0.5)
         poll_out = ([banner, details, status, run, block, hint, map_block, recorded, map_caption, report_intro]

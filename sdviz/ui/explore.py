@@ -1,0 +1,299 @@
+"""The Steer, Compare and CLIP-layers tabs: beyond reading (docs/steering.md, docs/compare.md).
+
+Each runs the model, so its event shares the generation queue (concurrency id "gpu") and, on ZeroGPU, runs in a
+`gpu`-decorated function that returns the finished runs; figures are made outside it.
+"""
+
+import gradio as gr
+import numpy as np
+
+from ..errors import SdvizError
+from ..labels import label, short, step_text
+from . import generate as g
+from . import state as st
+from .figures import without_title
+from .state import md
+
+HOW_TO_READ_STEER = (
+    "A probe is a direction in the model's numbers that goes with one human-rated property. Steering pushes what the "
+    "model reads along that direction and draws the same picture again, same seed. If the picture and the readings "
+    "further down change in that property, and much less in the others, the model really uses what the probe reads."
+)
+HOW_TO_READ_COMPARE = (
+    "Two prompts, the same starting noise. The curves show how far apart the two prompts are in each part of the "
+    "model as the image forms: CLIP's reading stays fixed, the UNet blocks change step by step. Prompts that end up "
+    "close in the UNet even though CLIP keeps them apart are being drawn alike."
+)
+HOW_TO_READ_LENS = (
+    "CLIP reads a prompt in layers, each refining the last. Here the image is drawn from what each layer would hand "
+    "the UNet, same seed. The curve shows how close each layer's reading of the properties is to the final one: "
+    "where it rises is where along CLIP the meaning appears."
+)
+LENS_LAYERS_SHOWN = 13  # SD 1.5 has 12 layers + embeddings: all shown; deeper encoders are sampled evenly
+
+
+def _bundle():
+    app = st.STATE
+    app.wait_ready()  # as a Run pressed early does: the request waits for the model, then goes on
+    if app.bundle is None:
+        raise SdvizError(app.bundle_note or "No probe bundle for this model yet: steering and decoding need probes.")
+    return app.bundle
+
+
+def choices():
+    """(attribute dropdown, where dropdown) filled when a tab opens: the bundle may arrive after the page."""
+    app = st.STATE
+    if app is None or app.bundle is None:
+        return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
+    attrs = app.bundle.attributes
+    places = [("What the UNet reads from CLIP (clip)", "clip")] + [(label(n), n) for n in app.unet_names]
+    default = "Loud" if "Loud" in attrs else attrs[0]
+    return gr.update(choices=attrs, value=default), gr.update(choices=places, value="clip")
+
+
+def _steps(steps) -> int:
+    _, _, steps, _ = g.check_inputs("x", 0, steps, 7.5)
+    return steps
+
+
+# -- Steer ---------------------------------------------------------------------------------------------
+@g.gpu(duration=lambda *a: int(g.GPU_SECONDS_FIXED + 2 * g.GPU_SECONDS_PER_STEP * int(a[4])))
+def _steer_gpu(prompt, attribute, strength, where, steps, seed):
+    from ..steering import steer
+
+    return steer(st.STATE.pipe, st.STATE.bundle, prompt, attribute=attribute, strength=float(strength), where=where,
+                 num_steps=steps, seed=seed)
+
+
+def specificity_figure(result):
+    import plotly.graph_objects as go
+
+    from ..plots import GREY, LAYOUT, ROLE_COLORS
+
+    # what the denoiser reads and everything downstream of it (the text encoder's own outputs never move)
+    names = [n for n in result.target_change if n == "clip.cond" or not n.startswith(("clip", "text"))]
+    xs = [short(n) for n in names]
+    fig = go.Figure([
+        go.Bar(x=xs, y=[result.target_change[n] for n in names], name=f"{result.attribute} (the target)",
+               marker_color=ROLE_COLORS[1], customdata=names, hovertemplate="%{customdata}: %{y:+.3f}<extra></extra>"),
+        go.Bar(x=xs, y=[result.others_change[n] for n in names], name="the other attributes, mean |change|",
+               marker_color=GREY, customdata=names, hovertemplate="%{customdata}: %{y:.3f}<extra></extra>"),
+    ])
+    fig.update_layout(**LAYOUT, barmode="group", height=380)
+    fig.update_layout(legend=dict(orientation="h", x=0, y=1.12), margin=dict(l=60, r=20, t=40, b=90))
+    fig.update_xaxes(title_text="where it is read (the last step for UNet blocks)", tickangle=-30)
+    fig.update_yaxes(title_text="change in the reading (rating units)")
+    return fig
+
+
+@g._errors_as_gr
+def run_steer(prompt, attribute, strength, where, steps, seed):
+    """The Steer tab: original and steered image, and how far each representation's reading moved."""
+    _bundle()
+    prompt, seed, steps, _ = g.check_inputs(prompt, seed, steps, 7.5)
+    if not attribute or not where:
+        raise SdvizError("Choose an attribute and where to steer (open the tab again once the probes are ready).")
+    result = _steer_gpu(prompt, attribute, float(strength), where, steps, seed)
+    blocks = [n for n in st.STATE.bundle.meta["representations"] if n.startswith("unet.")]
+    last = blocks[-1] if blocks else None  # the denoiser's last block: downstream of every place one can steer
+    place = "what the UNet reads from CLIP" if where == "clip" else label(where)
+    down = (f" Downstream, {md(label(last))} at the last step reads {md(attribute)} {result.target_change[last]:+.2f} "
+            f"and the others {result.others_change[last]:.2f} on average.") if last in result.target_change else ""
+    summary = (f"**{md(attribute)} pushed by {float(strength):+g} in {md(place)}** (same seed, "
+               f"{step_text(steps - 1, steps)}).{down}")
+    gallery = [(result.original.images[0], "original"), (result.steered.images[0], f"steered: {attribute} {float(strength):+g}")]
+    yield gallery, summary, gr.update(value=specificity_figure(result), visible=True)
+
+
+# -- Compare -------------------------------------------------------------------------------------------
+@g.gpu(duration=lambda *a: int(g.GPU_SECONDS_FIXED + 2 * g.GPU_SECONDS_PER_STEP * int(a[3])))
+def _compare_gpu(prompt_a, prompt_b, seed, steps):
+    from ..compare import compare
+
+    return compare(st.STATE.pipe, prompt_a, prompt_b, seed=seed, steps=steps, bundle=st.STATE.bundle)
+
+
+def distance_figure(result):
+    import plotly.graph_objects as go
+
+    from ..plots import LAYOUT, PALETTE, STEP_AXIS
+
+    fig = go.Figure()
+    per_step = [n for n, d in result.distance.items() if len(d) > 1 and n.startswith("unet.")]
+    steps = len(result.distance[per_step[0]]) if per_step else 1
+    for i, name in enumerate(per_step):
+        fig.add_trace(go.Scatter(x=list(range(steps)), y=result.distance[name], mode="lines+markers", name=short(name),
+                                 line=dict(color=PALETTE[i % len(PALETTE)]),
+                                 hovertemplate=f"{name}, step %{{x}}: %{{y:.3f}}<extra></extra>"))
+    if "clip.cond" in result.distance:
+        fig.add_trace(go.Scatter(x=[0, max(steps - 1, 1)], y=[result.distance["clip.cond"][0]] * 2, mode="lines",
+                                 name="CLIP (what the UNet reads)", line=dict(color="#222", dash="dash"),
+                                 hovertemplate="clip.cond: %{y:.3f}<extra></extra>"))
+    fig.update_layout(**LAYOUT, height=400)
+    fig.update_layout(legend=dict(orientation="h", x=0, y=-0.3), margin=dict(l=60, r=20, t=20, b=110))
+    fig.update_xaxes(title_text=STEP_AXIS, tick0=0, dtick=max(1, round(steps / 10)))
+    fig.update_yaxes(title_text="distance between the prompts (1 - cosine)", rangemode="tozero")
+    return fig
+
+
+def compare_bars(result):
+    from ..plots import attribute_bars
+
+    bundle, app = st.STATE.bundle, st.STATE
+    series = {}
+    for side, prompt in zip((0, 1), result.prompts):
+        tag = "A" if side == 0 else "B"
+        for name in [app.clip_name] + app.unet_names[:1]:  # CLIP and the best-decoding block
+            if name and name in result.decoded[side]:
+                where = "CLIP" if name.startswith("clip") else f"{short(name)}, last step"
+                series[f"{tag} '{prompt[:24]}' · {where}"] = np.array([result.decoded[side][name][a] for a in bundle.attributes])
+    fig = attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, domain_means=True, orientation="h")
+    without_title(fig)
+    return fig
+
+
+def compare_map(result):
+    """Where both prompts land on the bundle's CLIP map."""
+    import plotly.graph_objects as go
+
+    from ..maps import place
+    from ..plots import embedding_map
+
+    bundle = st.STATE.bundle
+    name = next((n for n in ("clip.mean", "clip.pooled") if f"{n}.coords" in bundle.maps), None)
+    if name is None or name not in result.trace.features:
+        return None
+    here = [place(bundle.maps, name, 0, result.trace.features[name][i]) for i in (0, 1)]
+    words, cats, supers = bundle.meta["words"], bundle.meta.get("categories"), bundle.meta.get("super_categories")
+    fig = embedding_map(bundle.maps[f"{name}.coords"][0].numpy(), words, cats, f"Both prompts on the {label(name)} map",
+                        here[0], f"A: '{result.prompts[0][:30]}'", super_categories=supers)
+    fig.add_trace(go.Scatter(x=[here[1][0]], y=[here[1][1]], mode="markers+text", text=["B"], textposition="top center",
+                             name=f"B: '{result.prompts[1][:30]}'", marker=dict(symbol="diamond", size=16, color="#c0392b",
+                                                                                line=dict(color="white", width=1))))
+    return fig
+
+
+@g._errors_as_gr
+def run_compare(prompt_a, prompt_b, seed, steps):
+    """Two prompts, same seed: both images, their distance in every space step by step, bars and map."""
+    _bundle()
+    prompt_a, seed, steps, _ = g.check_inputs(prompt_a, seed, steps, 7.5)
+    prompt_b, *_ = g.check_inputs(prompt_b, seed, steps, 7.5)
+    result = _compare_gpu(prompt_a, prompt_b, seed, steps)
+    gallery = [(result.trace.images[0], f"A: {prompt_a}"), (result.trace.images[1], f"B: {prompt_b}")]
+    unet = [n for n in st.STATE.unet_names if n in result.distance]
+    summary = ""
+    if unet and "clip.cond" in result.distance:
+        last = unet[-1]
+        d_clip, d_last = result.distance["clip.cond"][0], result.distance[last][-1]
+        summary = (f"**CLIP keeps the two prompts {d_clip:.3f} apart; at the last step the {md(label(last))} has them "
+                   f"{d_last:.3f} apart** (distance = 1 − cosine: 0 = the same, 1 = unrelated).")
+    distances = {n: [round(v, 6) for v in d] for n, d in result.distance.items()}
+    cmap = compare_map(result)
+    yield (gallery, summary, gr.update(value=distance_figure(result), visible=True),
+           gr.update(value=compare_bars(result), visible=True),
+           gr.update(value=cmap, visible=cmap is not None), distances)
+
+
+# -- CLIP layers -----------------------------------------------------------------------------------------
+@g.gpu(duration=lambda *a: int(g.GPU_SECONDS_FIXED + LENS_LAYERS_SHOWN * g.GPU_SECONDS_PER_STEP * int(a[2])))
+def _lens_gpu(prompt, seed, steps):
+    from ..compare import lens, lens_layers
+
+    L = lens_layers(st.STATE.pipe)
+    layers = sorted({round(i * L / (LENS_LAYERS_SHOWN - 1)) for i in range(LENS_LAYERS_SHOWN)}) if L + 1 > LENS_LAYERS_SHOWN else None
+    return lens(st.STATE.pipe, prompt, seed=seed, steps=steps, layers=layers, bundle=st.STATE.bundle)
+
+
+def agreement_figure(images, agreement):
+    import plotly.graph_objects as go
+
+    from ..plots import LAYOUT, ROLE_COLORS
+
+    fig = go.Figure(go.Scatter(x=[im.layer for im in images], y=agreement, mode="lines+markers",
+                               line=dict(color=ROLE_COLORS[0]), hovertemplate="layer %{x}: r = %{y:.2f}<extra></extra>",
+                               name="agreement with the last layer"))
+    fig.update_layout(**LAYOUT)
+    fig.update_layout(height=340, showlegend=False, margin=dict(l=60, r=20, t=20, b=60))
+    fig.update_xaxes(title_text="CLIP layer (0 = word embeddings)", dtick=1)
+    fig.update_yaxes(title_text="r with the last layer's reading", range=[-1.05, 1.05])
+    return fig
+
+
+@g._errors_as_gr
+def run_lens(prompt, seed, steps):
+    """One prompt drawn from each CLIP layer, same seed, with how close each layer's reading is to the last's."""
+    from ..compare import lens_agreement
+
+    bundle = _bundle()
+    prompt, seed, steps, _ = g.check_inputs(prompt, seed, steps, 7.5)
+    images = _lens_gpu(prompt, seed, steps)
+    agreement = lens_agreement(images, bundle)
+    gallery = [(im.image, f"layer {im.layer} · r {r:+.2f}") for im, r in zip(images, agreement)]
+    first = next((im.layer for im, r in zip(images, agreement) if r >= 0.9), images[-1].layer)
+    summary = (f"**The properties CLIP hands the UNet reach r ≥ 0.9 with the final reading from layer {first} on** "
+               f"(of {images[-1].layer}).")
+    yield gallery, summary, gr.update(value=agreement_figure(images, agreement), visible=True)
+
+
+# -- the tabs ----------------------------------------------------------------------------------------------
+def add_tabs(gpu: dict, none: dict) -> None:
+    """The three tabs, inside the page's gr.Blocks; `gpu` / `none`: the generation queue's and the free events' settings."""
+    with gr.Tab("Steer", elem_id="steer-tab") as steer_tab:
+        with gr.Accordion("How to read this", open=False):
+            gr.Markdown(HOW_TO_READ_STEER)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=300):
+                s_prompt = gr.Textbox(label="Prompt", value="a photo of a violin", max_lines=2, elem_id="steer-prompt")
+                s_attr = gr.Dropdown([], label="Property to push", elem_id="steer-attribute", allow_custom_value=True)
+                s_strength = gr.Slider(-4, 4, value=2, step=0.5, label="Strength (rating points on the 0–6 scale)")
+                s_where = gr.Dropdown([], label="Where to push", elem_id="steer-where", allow_custom_value=True)
+                with gr.Accordion("Seed and steps", open=False):
+                    s_seed = gr.Number(label="Seed", value=0, minimum=0)
+                    s_steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps")
+                s_run = gr.Button("Steer", variant="primary", elem_id="steer-run")
+            with gr.Column(scale=3, min_width=300):
+                s_images = gr.Gallery(label="Original and steered (same seed)", columns=2, height=300, elem_id="steer-images",
+                                      object_fit="contain")
+        s_summary = gr.Markdown("*Pick a property and press Steer: the same picture is drawn twice, once pushed.*",
+                                elem_id="steer-summary")
+        s_fig = gr.Plot(show_label=False, visible=False, elem_id="steer-figure")
+    with gr.Tab("Compare", elem_id="compare-tab"):
+        with gr.Accordion("How to read this", open=False):
+            gr.Markdown(HOW_TO_READ_COMPARE)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=300):
+                c_a = gr.Textbox(label="Prompt A", value="a photo of a violin", max_lines=2, elem_id="compare-a")
+                c_b = gr.Textbox(label="Prompt B", value="a photo of a trumpet", max_lines=2, elem_id="compare-b")
+                with gr.Accordion("Seed and steps", open=False):
+                    c_seed = gr.Number(label="Seed (both prompts)", value=0, minimum=0)
+                    c_steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps")
+                c_run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+            with gr.Column(scale=3, min_width=300):
+                c_images = gr.Gallery(label="A and B (same seed)", columns=2, height=300, elem_id="compare-images",
+                                      object_fit="contain")
+        c_summary = gr.Markdown("*Type two prompts and press Compare.*", elem_id="compare-summary")
+        c_dist = gr.Plot(show_label=False, visible=False, elem_id="compare-distance")
+        c_bars = gr.Plot(show_label=False, visible=False, elem_id="compare-bars")
+        c_map = gr.Plot(show_label=False, visible=False, elem_id="compare-map")
+        c_json = gr.JSON(visible=False)
+    with gr.Tab("CLIP layers", elem_id="lens-tab"):
+        with gr.Accordion("How to read this", open=False):
+            gr.Markdown(HOW_TO_READ_LENS)
+        with gr.Row(equal_height=False):
+            l_prompt = gr.Textbox(label="Prompt", value="a photo of a violin", max_lines=2, elem_id="lens-prompt", scale=3)
+            l_seed = gr.Number(label="Seed", value=0, minimum=0, scale=1, min_width=100)
+            l_steps = gr.Slider(1, g.APP_MAX_STEPS, value=10, step=1, label="Steps", scale=2)
+        l_run = gr.Button("Draw from every CLIP layer", variant="primary", elem_id="lens-run")
+        l_summary = gr.Markdown("*Press the button: one image per CLIP layer, same seed (this runs the model once per "
+                                "layer).*", elem_id="lens-summary")
+        l_images = gr.Gallery(label="What each CLIP layer would draw", columns=4, height="auto", elem_id="lens-images",
+                              object_fit="contain")
+        l_fig = gr.Plot(show_label=False, visible=False, elem_id="lens-figure")
+
+    steer_tab.select(choices, None, [s_attr, s_where], **none)
+    s_run.click(run_steer, [s_prompt, s_attr, s_strength, s_where, s_steps, s_seed], [s_images, s_summary, s_fig],
+                api_name="steer", **gpu)
+    c_run.click(run_compare, [c_a, c_b, c_seed, c_steps], [c_images, c_summary, c_dist, c_bars, c_map, c_json],
+                api_name="compare", **gpu)
+    l_run.click(run_lens, [l_prompt, l_seed, l_steps], [l_images, l_summary, l_fig], api_name="lens", **gpu)
