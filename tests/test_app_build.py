@@ -40,7 +40,9 @@ def test_the_app_builds_a_missing_bundle_and_shows_it_without_a_reload(subset_cs
             page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
             progress = page.locator("#build-progress")
             progress.wait_for(timeout=120000)
-            assert "Building the probes" in progress.inner_text() and "10 steps" in progress.inner_text()
+            from sdviz.ui.state import AUTO_BUILD
+
+            assert "Building the probes" in progress.inner_text() and f"{AUTO_BUILD['steps']} steps" in progress.inner_text()
             assert page.locator("#build-progress progress").count() == 1
             page.screenshot(path=str(OUTPUT / "build-progress.png"), full_page=True)
             progress.wait_for(state="hidden", timeout=600000)  # the build is done: the poll hides it
@@ -65,5 +67,5 @@ def test_the_app_builds_a_missing_bundle_and_shows_it_without_a_reload(subset_cs
     finally:
         demo.close()
     settings = json.loads((bundle / "report.json").read_text())["settings"]
-    assert settings["automatic"] is True and settings["permutations"] == 20
-    assert json.loads((bundle / "meta.json").read_text())["steps"] == 10
+    assert settings["automatic"] is True and settings["permutations"] == AUTO_BUILD["permutations"] == 20
+    assert json.loads((bundle / "meta.json").read_text())["steps"] == AUTO_BUILD["steps"] == 8

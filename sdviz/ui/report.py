@@ -31,7 +31,7 @@ def intro() -> str:
     app = st.STATE
     rep = app.bundle.report
     s = rep.get("settings", {})
-    automatic = (" Built automatically with reduced settings (10 steps, 20 shuffles): a quick first look; "
+    automatic = (f" Built automatically with reduced settings ({rep['steps']} steps, {s.get('permutations', '?')} shuffles): a quick first look; "
                  "`python -m sdviz build` gives the full numbers.") if s.get("automatic") else ""
     return (f"**{rep['n_words']} words × {len(rep['attributes'])} human-rated properties**, {rep['steps']} denoising steps, "
             f"model {st.md(rep.get('model', '?'))}. A probe learns to read each property from the model's activations and is "
