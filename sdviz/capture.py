@@ -48,6 +48,7 @@ class Trace:
     timesteps: torch.Tensor  # [steps], the scheduler's t_k
     images: list | None  # PIL images, or None when decode=False
     meta: dict
+    previews: list | None = None  # with previews=True: [prompt][step] linear latent -> RGB previews (PIL)
 
 
 @dataclass
@@ -448,19 +449,29 @@ def trace(
     template: str | None = None,
     shifts=None,
     clip_layer: int | None = None,
+    previews: bool = False,
 ) -> Trace:
     """Run the pipeline on a batch of prompts and return every requested representation.
 
     A batch gives the same features as one call per prompt (up to float tolerance): each
     prompt gets its own seeded generator. `layers` restricts capture to those names. `shifts` (a list of
     `Shift`) steer the run (sdviz.steer); their hooks live and die with the capture's. `clip_layer` i
-    conditions the denoiser on CLIP layer i instead of the last (sdviz.compare.lens).
+    conditions the denoiser on CLIP layer i instead of the last (sdviz.compare.lens). `previews` keeps each
+    step's latent preview of every prompt (`Trace.previews`).
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     seeds = _seeds(seeds, len(prompts))
     check_run_args(pipe, prompts, steps, guidance, height, width, seeds)
-    cfg_batch = family_of(pipe).has_cfg_batch(pipe, guidance)
-    with _pipe_lock(pipe), Capture(pipe, guidance=cfg_batch, names=layers, shifts=shifts) as capture:
+    family = family_of(pipe)
+    cfg_batch = family.has_cfg_batch(pipe, guidance)
+    kept = [[] for _ in prompts] if previews else None
+
+    def keep_previews(step, timestep, features, latents):
+        for row, frames in enumerate(kept):
+            frames.append(latent_preview(latents[row], pipe.vae_scale_factor, family.latent_rgb))
+
+    with _pipe_lock(pipe), Capture(pipe, guidance=cfg_batch, names=layers, shifts=shifts,
+                                   on_step=keep_previews if previews else None) as capture:
         kwargs = _run_kwargs(pipe, prompts, seeds, steps, guidance, height, width, negative_prompt, decode, capture)
         if clip_layer is not None:  # encoded here, inside the capture: its hooks see the prompt's call first, as usual
             kwargs["prompt_embeds"] = layer_conditioning(pipe, kwargs.pop("prompt"), clip_layer)
@@ -473,6 +484,7 @@ def trace(
         timesteps=torch.tensor([int(t) for t in capture.timesteps]),
         images=list(out.images) if decode else None,
         meta=meta,
+        previews=kept,
     )
 
 

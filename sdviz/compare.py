@@ -22,7 +22,7 @@ from .steering import clip_probe_name, decode_trace
 @dataclass
 class CompareResult:
     prompts: tuple[str, str]
-    trace: Trace  # both prompts, same seed: row 0 is prompt a, row 1 prompt b; images decoded
+    trace: Trace  # both prompts, same seed: row 0 is prompt a, row 1 prompt b; images decoded, previews per step
     distance: dict[str, list[float]]  # representation -> cosine distance a vs b (CLIP names: one value; per step: [S])
     decoded: tuple[dict, dict] | None  # (a, b): representation -> attribute -> value at the last step; None without bundle
 
@@ -39,7 +39,7 @@ def compare(pipe, prompt_a: str, prompt_b: str, *, seed: int = 0, steps: int = 2
     """Run both prompts with the same seed; their distance in every representation, step by step."""
     if bundle is not None:
         check_bundle_matches(bundle, pipe)
-    tr = trace(pipe, [prompt_a, prompt_b], seeds=seed, steps=steps, guidance=guidance)
+    tr = trace(pipe, [prompt_a, prompt_b], seeds=seed, steps=steps, guidance=guidance, previews=True)
     distance = {}
     for name, x in tr.features.items():
         d = cosine_distance(x[0], x[1])

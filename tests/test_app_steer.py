@@ -28,9 +28,9 @@ def test_compare_api_returns_both_images_and_the_distances_step_by_step(app_url)
     from sdviz.models import load_pipeline
 
     client = Client(app_url, verbose=False)
-    gallery, summary, _, _, _, distances = client.predict("a photo of a violin", "a photo of a trumpet", 0, 3,
+    gallery, strip, summary, _, _, _, distances = client.predict("a photo of a violin", "a photo of a trumpet", 0, 3,
                                                           api_name="/compare")
-    assert len(gallery) == 2 and "CLIP keeps the two prompts" in summary
+    assert len(gallery) == 2 and len(strip["value"]) == 6 and "CLIP keeps the two prompts" in summary  # 3 steps each
     assert len(distances["unet.mid"]) == 3 and len(distances["clip.cond"]) == 1
     # the same numbers as the library
     mine = compare(load_pipeline("tiny", device="cpu"), "a photo of a violin", "a photo of a trumpet", seed=0, steps=3)
@@ -79,6 +79,7 @@ def test_steer_compare_and_clip_layers_run_in_the_browser(app_url, width):
         page.locator("#compare-distance .js-plotly-plot").wait_for(timeout=120000)
         page.locator("#compare-map .js-plotly-plot").wait_for(timeout=30000)
         assert "CLIP keeps the two prompts" in page.locator("#compare-summary").inner_text()
+        assert page.locator("#compare-strip img").count() >= 2
         page.wait_for_timeout(800)
         page.screenshot(path=str(OUTPUT / f"compare-{width}.png"), full_page=True)
 

@@ -26,6 +26,7 @@ def test_compare_measures_each_space_step_by_step_and_a_prompt_is_at_distance_ze
     alone = trace(tiny_pipe, ["a photo of a trumpet"], steps=3)
     assert torch.allclose(res.trace.features["unet.mid"][1], alone.features["unet.mid"][0], atol=1e-5)
     assert set(res.decoded[0]) == set(res.decoded[1]) and "unet.mid" in res.decoded[0]
+    assert [len(p) for p in res.trace.previews] == [3, 3] and res.trace.previews[0][0].size == (128, 128)
     assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
 
 

@@ -29,6 +29,7 @@ HOW_TO_READ_LENS = (
     "the UNet, same seed. The curve shows how close each layer's reading of the properties is to the final one: "
     "where it rises is where along CLIP the meaning appears."
 )
+STRIP_STEPS = 5  # the Compare tab's step-by-step strip: this many steps of each prompt
 LENS_LAYERS_SHOWN = 13  # SD 1.5 has 12 layers + embeddings: all shown; deeper encoders are sampled evenly
 
 
@@ -132,7 +133,7 @@ def distance_figure(result):
     fig.update_layout(**LAYOUT, height=400)
     fig.update_layout(legend=dict(orientation="h", x=0, y=-0.3), margin=dict(l=60, r=20, t=20, b=110))
     fig.update_xaxes(title_text=STEP_AXIS, tick0=0, dtick=max(1, round(steps / 10)))
-    fig.update_yaxes(title_text="distance between the prompts (1 - cosine)", rangemode="tozero")
+    fig.update_yaxes(title_text="distance A–B (1 − cosine)", rangemode="tozero")
     return fig
 
 
@@ -165,7 +166,7 @@ def compare_map(result):
         return None
     here = [place(bundle.maps, name, 0, result.trace.features[name][i]) for i in (0, 1)]
     words, cats, supers = bundle.meta["words"], bundle.meta.get("categories"), bundle.meta.get("super_categories")
-    fig = embedding_map(bundle.maps[f"{name}.coords"][0].numpy(), words, cats, f"Both prompts on the {label(name)} map",
+    fig = embedding_map(bundle.maps[f"{name}.coords"][0].numpy(), words, cats, "Both prompts on CLIP's map",
                         here[0], f"A: '{result.prompts[0][:30]}'", super_categories=supers)
     fig.add_trace(go.Scatter(x=[here[1][0]], y=[here[1][1]], mode="markers+text", text=["B"], textposition="top center",
                              name=f"B: '{result.prompts[1][:30]}'", marker=dict(symbol="diamond", size=16, color="#c0392b",
@@ -181,6 +182,9 @@ def run_compare(prompt_a, prompt_b, seed, steps):
     prompt_b, *_ = g.check_inputs(prompt_b, seed, steps, 7.5)
     result = _compare_gpu(prompt_a, prompt_b, seed, steps)
     gallery = [(result.trace.images[0], f"A: {prompt_a}"), (result.trace.images[1], f"B: {prompt_b}")]
+    picks = sorted({round(i * (steps - 1) / (STRIP_STEPS - 1)) for i in range(STRIP_STEPS)}) if steps > 1 else [0]
+    strip = [(result.trace.previews[row][k], f"{tag} · {step_text(k, steps)}")
+             for row, tag in ((0, "A"), (1, "B")) for k in picks]
     unet = [n for n in st.STATE.unet_names if n in result.distance]
     summary = ""
     if unet and "clip.cond" in result.distance:
@@ -190,7 +194,8 @@ def run_compare(prompt_a, prompt_b, seed, steps):
                    f"{d_last:.3f} apart** (distance = 1 − cosine: 0 = the same, 1 = unrelated).")
     distances = {n: [round(v, 6) for v in d] for n, d in result.distance.items()}
     cmap = compare_map(result)
-    yield (gallery, summary, gr.update(value=distance_figure(result), visible=True),
+    yield (gallery, gr.update(value=strip, columns=len(picks), visible=True), summary,
+           gr.update(value=distance_figure(result), visible=True),
            gr.update(value=compare_bars(result), visible=True),
            gr.update(value=cmap, visible=cmap is not None), distances)
 
@@ -272,6 +277,8 @@ def add_tabs(gpu: dict, none: dict) -> None:
             with gr.Column(scale=3, min_width=300):
                 c_images = gr.Gallery(label="A and B (same seed)", columns=2, height=300, elem_id="compare-images",
                                       object_fit="contain")
+        c_strip = gr.Gallery(label="Step by step: A on top, B below (step 0 = pure noise)", visible=False, height="auto",
+                             elem_id="compare-strip", object_fit="contain")
         c_summary = gr.Markdown("*Type two prompts and press Compare.*", elem_id="compare-summary")
         c_dist = gr.Plot(show_label=False, visible=False, elem_id="compare-distance")
         c_bars = gr.Plot(show_label=False, visible=False, elem_id="compare-bars")
@@ -294,6 +301,6 @@ def add_tabs(gpu: dict, none: dict) -> None:
     steer_tab.select(choices, None, [s_attr, s_where], **none)
     s_run.click(run_steer, [s_prompt, s_attr, s_strength, s_where, s_steps, s_seed], [s_images, s_summary, s_fig],
                 api_name="steer", **gpu)
-    c_run.click(run_compare, [c_a, c_b, c_seed, c_steps], [c_images, c_summary, c_dist, c_bars, c_map, c_json],
+    c_run.click(run_compare, [c_a, c_b, c_seed, c_steps], [c_images, c_strip, c_summary, c_dist, c_bars, c_map, c_json],
                 api_name="compare", **gpu)
     l_run.click(run_lens, [l_prompt, l_seed, l_steps], [l_images, l_summary, l_fig], api_name="lens", **gpu)
