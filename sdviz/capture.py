@@ -491,15 +491,24 @@ def trace(
 def layer_conditioning(pipe, prompts: list[str], layer: int) -> torch.Tensor:
     """The conditioning SD 1.x/2.x's pipeline would build, taken from CLIP layer `layer` (0 = token + position
     embeddings) with the encoder's final layer norm applied, as the denoiser expects; the last layer gives exactly
-    the pipeline's own. (diffusers' `clip_skip` does this too, but reads `text_model`, which transformers 5 removed.)"""
+    the pipeline's own. (diffusers' `clip_skip` does this too, but reads `text_model`, which transformers 5 removed;
+    and output_hidden_states=True would leave transformers' recording hooks on the shared encoder: a hook of our
+    own, removed at once, reads the layer instead.)"""
     tok, encoder = pipe.tokenizer, pipe.text_encoder
+    text_model = getattr(encoder, "text_model", encoder)
+    source = text_model.embeddings if layer == 0 else text_model.encoder.layers[layer - 1]
     ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
     mask = None
     if getattr(encoder.config, "use_attention_mask", False):
         mask = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
                    return_tensors="pt").attention_mask.to(encoder.device)
-    hidden = encoder(ids.to(encoder.device), attention_mask=mask, output_hidden_states=True).hidden_states[layer]
-    return getattr(encoder, "text_model", encoder).final_layer_norm(hidden).to(dtype=encoder.dtype)
+    seen = {}
+    handle = source.register_forward_hook(lambda module, args, output: seen.setdefault("hidden", _first(output)))
+    try:
+        encoder(ids.to(encoder.device), attention_mask=mask)
+    finally:
+        handle.remove()
+    return text_model.final_layer_norm(seen["hidden"]).to(dtype=encoder.dtype)
 
 
 def stream(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import pipe_modules, sdviz_hooks
+from conftest import all_hooks
 
 from sdviz import compare as cmp
 from sdviz.capture import COND, trace
@@ -27,7 +27,7 @@ def test_compare_measures_each_space_step_by_step_and_a_prompt_is_at_distance_ze
     assert torch.allclose(res.trace.features["unet.mid"][1], alone.features["unet.mid"][0], atol=1e-5)
     assert set(res.decoded[0]) == set(res.decoded[1]) and "unet.mid" in res.decoded[0]
     assert [len(p) for p in res.trace.previews] == [3, 3] and res.trace.previews[0][0].size == (128, 128)
-    assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
+    assert all_hooks(tiny_pipe.unet, tiny_pipe.text_encoder) == 0
 
 
 def test_the_lens_last_layer_is_the_normal_image_bit_for_bit_and_earlier_layers_differ(tiny_pipe, bundle):
@@ -40,10 +40,9 @@ def test_the_lens_last_layer_is_the_normal_image_bit_for_bit_and_earlier_layers_
     # the lens conditioning is what the denoiser read: clip.cond differs by layer, the text encoder's own output does not
     assert not torch.allclose(images[0].features[COND], images[-1].features[COND])
     assert torch.equal(images[0].features["clip.mean"], images[-1].features["clip.mean"])
-    # (sdviz's own hooks: transformers 5 leaves output-recording hooks after output_hidden_states=True, see conftest)
     agreement = cmp.lens_agreement(images, bundle)
     assert agreement[-1] == pytest.approx(1.0) and len(agreement) == L + 1
-    assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
+    assert all_hooks(tiny_pipe.unet, tiny_pipe.text_encoder) == 0
 
 
 def test_lens_refuses_what_it_cannot_show(tiny_pipe):
@@ -68,4 +67,4 @@ def test_hooks_are_removed_when_a_compare_fails(tiny_pipe, monkeypatch):
     monkeypatch.setattr(tiny_pipe.unet, "forward", fail)
     with pytest.raises(RuntimeError):
         cmp.compare(tiny_pipe, "a dog", "a cat", steps=3)
-    assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
+    assert all_hooks(tiny_pipe.unet, tiny_pipe.text_encoder) == 0
