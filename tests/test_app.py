@@ -180,11 +180,19 @@ def _run_in_page(page, prompt: str, steps: int) -> None:
     number = page.locator("#steps input[type=number]")
     if not number.is_visible():
         page.locator("#settings").get_by_text("Settings: seed, steps, guidance").click()
-    number.fill(str(steps))
-    number.press("Enter")
     page.locator("#prompt textarea").fill(prompt)
-    # the slider takes the typed number before Run reads it (on a busy machine Run could go first, with the old steps)
-    page.wait_for_function(f"document.querySelector('#steps input[type=range]')?.value === '{steps}'", timeout=10000)
+    # the slider takes the typed number before Run reads it (on a busy machine Run could go first, with the old steps);
+    # a keystroke lost while the page is busy is typed again, then leaving the field commits it
+    synced = f"document.querySelector('#steps input[type=range]')?.value === '{steps}'"
+    for key in ("Enter", "Tab"):
+        number.fill(str(steps))
+        number.press(key)
+        try:
+            page.wait_for_function(synced, timeout=10000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: try the other way of committing the number
+            if key == "Tab":
+                raise
     page.locator("#run").click()
     last = f"step {steps - 1} of {steps - 1}"  # at the start: the counter also names the probe's trained step
     page.wait_for_function(f"document.querySelector('#counter')?.innerText.startsWith('{last}')", timeout=120000)
