@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import all_hooks
+from conftest import all_hooks, pipe_modules, sdviz_hooks
 
 from sdviz import compare as cmp
 from sdviz.capture import COND, trace
@@ -27,12 +27,14 @@ def test_compare_measures_each_space_step_by_step_and_a_prompt_is_at_distance_ze
     assert torch.allclose(res.trace.features["unet.mid"][1], alone.features["unet.mid"][0], atol=1e-5)
     assert set(res.decoded[0]) == set(res.decoded[1]) and "unet.mid" in res.decoded[0]
     assert [len(p) for p in res.trace.previews] == [3, 3] and res.trace.previews[0][0].size == (128, 128)
-    assert all_hooks(tiny_pipe.unet, tiny_pipe.text_encoder) == 0
+    assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
 
 
 def test_the_lens_last_layer_is_the_normal_image_bit_for_bit_and_earlier_layers_differ(tiny_pipe, bundle):
     L = cmp.lens_layers(tiny_pipe)
+    hooks_before = all_hooks(*pipe_modules(tiny_pipe))  # of any kind: reading a CLIP layer leaves none behind either
     images = cmp.lens(tiny_pipe, "a photo of a violin", steps=3, bundle=bundle)
+    assert all_hooks(*pipe_modules(tiny_pipe)) == hooks_before
     assert [im.layer for im in images] == list(range(L + 1))
     normal = trace(tiny_pipe, ["a photo of a violin"], steps=3)
     assert np.array_equal(np.asarray(images[-1].image), np.asarray(normal.images[0]))
@@ -42,7 +44,7 @@ def test_the_lens_last_layer_is_the_normal_image_bit_for_bit_and_earlier_layers_
     assert torch.equal(images[0].features["clip.mean"], images[-1].features["clip.mean"])
     agreement = cmp.lens_agreement(images, bundle)
     assert agreement[-1] == pytest.approx(1.0) and len(agreement) == L + 1
-    assert all_hooks(tiny_pipe.unet, tiny_pipe.text_encoder) == 0
+    assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
 
 
 def test_lens_refuses_what_it_cannot_show(tiny_pipe):
@@ -67,4 +69,4 @@ def test_hooks_are_removed_when_a_compare_fails(tiny_pipe, monkeypatch):
     monkeypatch.setattr(tiny_pipe.unet, "forward", fail)
     with pytest.raises(RuntimeError):
         cmp.compare(tiny_pipe, "a dog", "a cat", steps=3)
-    assert all_hooks(tiny_pipe.unet, tiny_pipe.text_encoder) == 0
+    assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0

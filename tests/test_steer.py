@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import all_hooks
+from conftest import pipe_modules, sdviz_hooks
 
 from sdviz import steering
 from sdviz.capture import Shift, trace
@@ -21,17 +21,13 @@ def bundle(tiny_bundle):
     return load_bundle(tiny_bundle)
 
 
-def _modules(pipe):
-    return pipe.unet, pipe.text_encoder, pipe.vae
-
-
 def test_strength_zero_reproduces_the_original_image_bit_for_bit(tiny_pipe, bundle):
     for where in ("clip", "unet.mid", "unet.down1"):
         result = steering.steer(tiny_pipe, bundle, "a photo of a violin", attribute="Loud", strength=0.0, where=where,
                                 num_steps=3)
         assert np.array_equal(np.asarray(result.original.images[0]), np.asarray(result.steered.images[0]))
         assert all(v == 0 for v in result.target_change.values())
-    assert all_hooks(*_modules(tiny_pipe)) == 0
+    assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
 
 
 def test_clip_steering_moves_the_conditioning_probe_by_exactly_the_strength(tiny_pipe, bundle):
@@ -71,7 +67,7 @@ def test_hooks_are_removed_after_steering_also_when_the_run_fails(tiny_pipe, bun
     monkeypatch.setattr(tiny_pipe.unet, "forward", fail_on_second_call)
     with pytest.raises(RuntimeError, match="boom"):
         steering.steer(tiny_pipe, bundle, "a photo of a violin", attribute="Loud", strength=1.0, where="unet.mid", num_steps=3)
-    assert all_hooks(*_modules(tiny_pipe)) == 0
+    assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
 
 
 def test_user_mistakes_are_one_sentence_errors(tiny_pipe, bundle):
@@ -85,7 +81,7 @@ def test_user_mistakes_are_one_sentence_errors(tiny_pipe, bundle):
         steering.steer(tiny_pipe, bundle, "a dog", attribute="Loud", strength=float("nan"), num_steps=2)
     with pytest.raises(SdvizError, match="Cannot steer at"):
         trace(tiny_pipe, ["a dog"], steps=2, shifts=[Shift("vae", torch.zeros(4))])
-    assert all_hooks(*_modules(tiny_pipe)) == 0
+    assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
 
 
 def test_specificity_gives_the_planted_answer_on_a_linear_toy():
@@ -136,7 +132,7 @@ def test_steer_eval_runs_end_to_end_on_tiny_with_held_out_directions(tiny_pipe, 
             assert set(out["summary"][where][s]) == {"target", "others", "random_target", "random_others"}
             assert all(np.isfinite(v) for v in out["summary"][where][s].values())
     json.dumps(out, allow_nan=False)
-    assert all_hooks(*_modules(tiny_pipe)) == 0
+    assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
     with pytest.raises(SdvizError, match="readout"):
         steering.steer_eval(tiny_pipe, bundle, cache.features, cache.words, ratings.values, prompts=prompts, n_words=2,
                             wheres=("unet.up2",), steps=2, progress=False)
@@ -180,8 +176,6 @@ def test_the_package_exposes_steer_as_a_function(tiny_pipe, bundle):
 
 
 def test_the_shift_moves_clip_cond_and_a_block_by_exactly_the_vector_in_every_family(pipe):
-    from conftest import pipe_modules, sdviz_hooks
-
     from sdviz.capture import COND, representation_dims
 
     dims = representation_dims(pipe)
