@@ -115,6 +115,15 @@ def cmd_record(args):
     return path
 
 
+def _add_steer_args(p: argparse.ArgumentParser) -> None:
+    """What steer and steer-eval share: the bundle, its model and the run's settings."""
+    p.add_argument("--bundle", required=True, help="probe bundle folder, or Hub id OWNER/NAME[@revision]")
+    p.add_argument("--model", default=None, help="default: the model the bundle was built for")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--device", default=None)
+
+
 def _float_list(text: str, what: str) -> list[float]:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
@@ -250,22 +259,17 @@ def parser() -> argparse.ArgumentParser:
     rc.add_argument("--quiet", action="store_true", help="no progress bar")
     rc.set_defaults(run=cmd_record)
     st = sub.add_parser("steer", help="generate a prompt twice, the second time shifted along an attribute's probe direction")
-    st.add_argument("--bundle", required=True, help="probe bundle folder, or Hub id OWNER/NAME[@revision]")
-    st.add_argument("--model", default=None, help="default: the model the bundle was built for")
+    _add_steer_args(st)
     st.add_argument("--prompt", required=True)
     st.add_argument("--attribute", required=True, help="an attribute of the bundle, e.g. Loud, Pleasant, UpperLimb")
     st.add_argument("--strength", type=float, required=True, help="how far the probe's reading moves, in rating units")
     st.add_argument("--where", default="clip", help="clip (the conditioning the denoiser reads) or a block, e.g. unet.mid")
     st.add_argument("--steer-steps", default=None, help="comma-separated steps k to steer a block at (default: all)")
     st.add_argument("--steps", type=int, default=20)
-    st.add_argument("--seed", type=int, default=0)
-    st.add_argument("--guidance", type=float, default=7.5)
-    st.add_argument("--device", default=None)
     st.add_argument("--out", default=None, help="folder for original.png, steered.png, steer.json")
     st.set_defaults(run=cmd_steer)
     se = sub.add_parser("steer-eval", help="steering specificity over the dataset's words (held-out directions, random control)")
-    se.add_argument("--bundle", required=True, help="probe bundle folder, or Hub id OWNER/NAME[@revision]")
-    se.add_argument("--model", default=None, help="default: the model the bundle was built for")
+    _add_steer_args(se)
     se.add_argument("--ratings", default=None, help="the ratings the bundle was built from (default as in build)")
     se.add_argument("--cache", default=None, help="the build's feature cache (default: the model's default cache)")
     se.add_argument("--words", type=int, default=6, help="how many of the dataset's words to steer")
@@ -274,9 +278,6 @@ def parser() -> argparse.ArgumentParser:
     se.add_argument("--readout", default=None, help="representation read at the last step (default: the last UNet block)")
     se.add_argument("--steps", type=int, default=6)
     se.add_argument("--folds", type=int, default=3)
-    se.add_argument("--seed", type=int, default=0)
-    se.add_argument("--guidance", type=float, default=7.5)
-    se.add_argument("--device", default=None)
     se.add_argument("--out", default=None, help="JSON path (default: steer_eval.json in the bundle folder, and the report is updated)")
     se.add_argument("--quiet", action="store_true")
     se.set_defaults(run=cmd_steer_eval)

@@ -763,6 +763,56 @@ def summary_table_html(report: dict) -> str:
             "<th>chance</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
+def steer_figure(attribute: str, target_change: dict, others_change: dict) -> go.Figure:
+    """A steer's effect per representation: the target attribute's change against the others' mean |change|."""
+    # what the denoiser reads and everything downstream of it (the text encoder's own outputs never move)
+    names = [n for n in target_change if n == "clip.cond" or not n.startswith(("clip", "text"))]
+    xs = [short(n) for n in names]
+    fig = go.Figure([
+        go.Bar(x=xs, y=[target_change[n] for n in names], name=f"{attribute} (the target)",
+               marker_color=ROLE_COLORS[1], customdata=names, hovertemplate="%{customdata}: %{y:+.3f}<extra></extra>"),
+        go.Bar(x=xs, y=[others_change[n] for n in names], name="the other attributes, mean |change|",
+               marker_color=GREY, customdata=names, hovertemplate="%{customdata}: %{y:.3f}<extra></extra>"),
+    ])
+    fig.update_layout(**LAYOUT, barmode="group", height=380)
+    fig.update_layout(legend=dict(orientation="h", x=0, y=1.12), margin=dict(l=60, r=20, t=40, b=90))
+    fig.update_xaxes(title_text="where it is read (the last step for UNet blocks)", tickangle=-30)
+    fig.update_yaxes(title_text="change in the reading (rating units)")
+    return fig
+
+
+def distance_figure(distance: dict) -> go.Figure:
+    """Two prompts' distance (1 - cosine) step by step, one line per UNet block, CLIP's as a dashed line."""
+    fig = go.Figure()
+    per_step = [n for n, d in distance.items() if len(d) > 1 and n.startswith("unet.")]
+    steps = len(distance[per_step[0]]) if per_step else 1
+    for i, name in enumerate(per_step):
+        fig.add_trace(go.Scatter(x=list(range(steps)), y=distance[name], mode="lines+markers", name=short(name),
+                                 line=dict(color=PALETTE[i % len(PALETTE)]),
+                                 hovertemplate=f"{name}, step %{{x}}: %{{y:.3f}}<extra></extra>"))
+    if "clip.cond" in distance:
+        fig.add_trace(go.Scatter(x=[0, max(steps - 1, 1)], y=[distance["clip.cond"][0]] * 2, mode="lines",
+                                 name="CLIP (what the UNet reads)", line=dict(color="#222", dash="dash"),
+                                 hovertemplate="clip.cond: %{y:.3f}<extra></extra>"))
+    fig.update_layout(**LAYOUT, height=400)
+    fig.update_layout(legend=dict(orientation="h", x=0, y=-0.3), margin=dict(l=60, r=20, t=20, b=110))
+    fig.update_xaxes(title_text=STEP_AXIS, tick0=0, dtick=max(1, round(steps / 10)))
+    fig.update_yaxes(title_text="distance A–B (1 − cosine)", rangemode="tozero")
+    return fig
+
+
+def lens_figure(layers: list[int], agreement: list[float]) -> go.Figure:
+    """Per CLIP layer, r between what it hands the denoiser (decoded) and what the last layer does."""
+    fig = go.Figure(go.Scatter(x=layers, y=agreement, mode="lines+markers",
+                               line=dict(color=ROLE_COLORS[0]), hovertemplate="layer %{x}: r = %{y:.2f}<extra></extra>",
+                               name="agreement with the last layer"))
+    fig.update_layout(**LAYOUT)
+    fig.update_layout(height=340, showlegend=False, margin=dict(l=60, r=20, t=20, b=60))
+    fig.update_xaxes(title_text="CLIP layer (0 = word embeddings)", dtick=1)
+    fig.update_yaxes(title_text="r with the last layer's reading", range=[-1.05, 1.05])
+    return fig
+
+
 def steer_eval_figure(doc: dict, *, number: int | None = None) -> go.Figure:
     """Steering specificity (sdviz steer-eval): per place steered, the target attribute's mean change against
     the strength, the other attributes' mean |change|, and the target's change under a random direction."""

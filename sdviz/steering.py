@@ -184,8 +184,6 @@ def steer_eval(pipe, bundle: Bundle, features: dict[str, torch.Tensor], words: l
     T = Y.shape[1]
     trained = features[readout].shape[1]
     clip_name = clip_probe_name(bundle)
-    results = {w: {str(s): {"target": [], "others": [], "random_target": [], "random_others": []} for s in strengths}
-               for w in wheres}
     per_word = {w: {str(s): {k: np.zeros((n_words, T)) for k in ("target", "others", "random_target", "random_others")}
                     for s in strengths} for w in wheres}
     bar = tqdm(total=n_words * len(wheres) * len(strengths), desc="steer-eval", unit="run", disable=not progress)
@@ -230,14 +228,11 @@ def steer_eval(pipe, bundle: Bundle, features: dict[str, torch.Tensor], words: l
                     slot["random_target"][i_word], slot["random_others"][i_word] = r_target, r_others
                     bar.update(1)
     bar.close()
-    summary = {}
-    for where in wheres:
-        summary[where] = {}
-        for s in strengths:
-            slot = per_word[where][str(s)]
-            for key, values in slot.items():
-                results[where][str(s)][key] = [float(v) for v in values.mean(0)]
-            summary[where][str(s)] = {key: float(values.mean()) for key, values in slot.items()}
+    # per attribute (mean over words), and overall (mean over words and attributes)
+    results = {w: {s: {key: [float(v) for v in values.mean(0)] for key, values in slot.items()} for s, slot in by.items()}
+               for w, by in per_word.items()}
+    summary = {w: {s: {key: float(values.mean()) for key, values in slot.items()} for s, slot in by.items()}
+               for w, by in per_word.items()}
     return {
         "model": bundle.meta["model"], "readout": readout, "readout_step": steps - 1, "steps": steps,
         "guidance": guidance, "seed": seed, "folds": min(folds, n_words), "words": [words[i] for i in chosen],

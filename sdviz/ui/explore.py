@@ -52,11 +52,6 @@ def choices():
     return gr.update(choices=attrs, value=default), gr.update(choices=places, value="clip")
 
 
-def _steps(steps) -> int:
-    _, _, steps, _ = g.check_inputs("x", 0, steps, 7.5)
-    return steps
-
-
 # -- Steer ---------------------------------------------------------------------------------------------
 @g.gpu(duration=lambda *a: int(g.GPU_SECONDS_FIXED + 2 * g.GPU_SECONDS_PER_STEP * int(a[4])))
 def _steer_gpu(prompt, attribute, strength, where, steps, seed):
@@ -66,27 +61,6 @@ def _steer_gpu(prompt, attribute, strength, where, steps, seed):
                  num_steps=steps, seed=seed)
 
 
-def specificity_figure(result):
-    import plotly.graph_objects as go
-
-    from ..plots import GREY, LAYOUT, ROLE_COLORS
-
-    # what the denoiser reads and everything downstream of it (the text encoder's own outputs never move)
-    names = [n for n in result.target_change if n == "clip.cond" or not n.startswith(("clip", "text"))]
-    xs = [short(n) for n in names]
-    fig = go.Figure([
-        go.Bar(x=xs, y=[result.target_change[n] for n in names], name=f"{result.attribute} (the target)",
-               marker_color=ROLE_COLORS[1], customdata=names, hovertemplate="%{customdata}: %{y:+.3f}<extra></extra>"),
-        go.Bar(x=xs, y=[result.others_change[n] for n in names], name="the other attributes, mean |change|",
-               marker_color=GREY, customdata=names, hovertemplate="%{customdata}: %{y:.3f}<extra></extra>"),
-    ])
-    fig.update_layout(**LAYOUT, barmode="group", height=380)
-    fig.update_layout(legend=dict(orientation="h", x=0, y=1.12), margin=dict(l=60, r=20, t=40, b=90))
-    fig.update_xaxes(title_text="where it is read (the last step for UNet blocks)", tickangle=-30)
-    fig.update_yaxes(title_text="change in the reading (rating units)")
-    return fig
-
-
 @g._errors_as_gr
 def run_steer(prompt, attribute, strength, where, steps, seed):
     """The Steer tab: original and steered image, and how far each representation's reading moved."""
@@ -94,6 +68,8 @@ def run_steer(prompt, attribute, strength, where, steps, seed):
     prompt, seed, steps, _ = g.check_inputs(prompt, seed, steps, 7.5)
     if not attribute or not where:
         raise SdvizError("Choose an attribute and where to steer (open the tab again once the probes are ready).")
+    from ..plots import steer_figure
+
     result = _steer_gpu(prompt, attribute, float(strength), where, steps, seed)
     blocks = [n for n in st.STATE.bundle.meta["representations"] if n.startswith("unet.")]
     last = blocks[-1] if blocks else None  # the denoiser's last block: downstream of every place one can steer
@@ -103,7 +79,7 @@ def run_steer(prompt, attribute, strength, where, steps, seed):
     summary = (f"**{md(attribute)} pushed by {float(strength):+g} in {md(place)}** (same seed, "
                f"{step_text(steps - 1, steps)}).{down}")
     gallery = [(result.original.images[0], "original"), (result.steered.images[0], f"steered: {attribute} {float(strength):+g}")]
-    yield gallery, summary, gr.update(value=specificity_figure(result), visible=True)
+    yield gallery, summary, gr.update(value=steer_figure(result.attribute, result.target_change, result.others_change), visible=True)
 
 
 # -- Compare -------------------------------------------------------------------------------------------
@@ -112,29 +88,6 @@ def _compare_gpu(prompt_a, prompt_b, seed, steps):
     from ..compare import compare
 
     return compare(st.STATE.pipe, prompt_a, prompt_b, seed=seed, steps=steps, bundle=st.STATE.bundle)
-
-
-def distance_figure(result):
-    import plotly.graph_objects as go
-
-    from ..plots import LAYOUT, PALETTE, STEP_AXIS
-
-    fig = go.Figure()
-    per_step = [n for n, d in result.distance.items() if len(d) > 1 and n.startswith("unet.")]
-    steps = len(result.distance[per_step[0]]) if per_step else 1
-    for i, name in enumerate(per_step):
-        fig.add_trace(go.Scatter(x=list(range(steps)), y=result.distance[name], mode="lines+markers", name=short(name),
-                                 line=dict(color=PALETTE[i % len(PALETTE)]),
-                                 hovertemplate=f"{name}, step %{{x}}: %{{y:.3f}}<extra></extra>"))
-    if "clip.cond" in result.distance:
-        fig.add_trace(go.Scatter(x=[0, max(steps - 1, 1)], y=[result.distance["clip.cond"][0]] * 2, mode="lines",
-                                 name="CLIP (what the UNet reads)", line=dict(color="#222", dash="dash"),
-                                 hovertemplate="clip.cond: %{y:.3f}<extra></extra>"))
-    fig.update_layout(**LAYOUT, height=400)
-    fig.update_layout(legend=dict(orientation="h", x=0, y=-0.3), margin=dict(l=60, r=20, t=20, b=110))
-    fig.update_xaxes(title_text=STEP_AXIS, tick0=0, dtick=max(1, round(steps / 10)))
-    fig.update_yaxes(title_text="distance A–B (1 − cosine)", rangemode="tozero")
-    return fig
 
 
 def compare_bars(result):
@@ -180,6 +133,8 @@ def run_compare(prompt_a, prompt_b, seed, steps):
     _bundle()
     prompt_a, seed, steps, _ = g.check_inputs(prompt_a, seed, steps, 7.5)
     prompt_b, *_ = g.check_inputs(prompt_b, seed, steps, 7.5)
+    from ..plots import distance_figure
+
     result = _compare_gpu(prompt_a, prompt_b, seed, steps)
     gallery = [(result.trace.images[0], f"A: {prompt_a}"), (result.trace.images[1], f"B: {prompt_b}")]
     picks = sorted({round(i * (steps - 1) / (STRIP_STEPS - 1)) for i in range(STRIP_STEPS)}) if steps > 1 else [0]
@@ -195,7 +150,7 @@ def run_compare(prompt_a, prompt_b, seed, steps):
     distances = {n: [round(v, 6) for v in d] for n, d in result.distance.items()}
     cmap = compare_map(result)
     yield (gallery, gr.update(value=strip, columns=len(picks), visible=True), summary,
-           gr.update(value=distance_figure(result), visible=True),
+           gr.update(value=distance_figure(result.distance), visible=True),
            gr.update(value=compare_bars(result), visible=True),
            gr.update(value=cmap, visible=cmap is not None), distances)
 
@@ -210,25 +165,11 @@ def _lens_gpu(prompt, seed, steps):
     return lens(st.STATE.pipe, prompt, seed=seed, steps=steps, layers=layers, bundle=st.STATE.bundle)
 
 
-def agreement_figure(images, agreement):
-    import plotly.graph_objects as go
-
-    from ..plots import LAYOUT, ROLE_COLORS
-
-    fig = go.Figure(go.Scatter(x=[im.layer for im in images], y=agreement, mode="lines+markers",
-                               line=dict(color=ROLE_COLORS[0]), hovertemplate="layer %{x}: r = %{y:.2f}<extra></extra>",
-                               name="agreement with the last layer"))
-    fig.update_layout(**LAYOUT)
-    fig.update_layout(height=340, showlegend=False, margin=dict(l=60, r=20, t=20, b=60))
-    fig.update_xaxes(title_text="CLIP layer (0 = word embeddings)", dtick=1)
-    fig.update_yaxes(title_text="r with the last layer's reading", range=[-1.05, 1.05])
-    return fig
-
-
 @g._errors_as_gr
 def run_lens(prompt, seed, steps):
     """One prompt drawn from each CLIP layer, same seed, with how close each layer's reading is to the last's."""
     from ..compare import lens_agreement
+    from ..plots import lens_figure
 
     bundle = _bundle()
     prompt, seed, steps, _ = g.check_inputs(prompt, seed, steps, 7.5)
@@ -238,7 +179,7 @@ def run_lens(prompt, seed, steps):
     first = next((im.layer for im, r in zip(images, agreement) if r >= 0.9), images[-1].layer)
     summary = (f"**The properties CLIP hands the UNet reach r ≥ 0.9 with the final reading from layer {first} on** "
                f"(of {images[-1].layer}).")
-    yield gallery, summary, gr.update(value=agreement_figure(images, agreement), visible=True)
+    yield gallery, summary, gr.update(value=lens_figure([im.layer for im in images], agreement), visible=True)
 
 
 # -- the tabs ----------------------------------------------------------------------------------------------
