@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from .io import stage
+
 KNN_K = 5
 TWO_V_TWO_TOL = 1e-4  # float32 pair margins closer to zero than this are decided again in float64
 TIE = 1e-12  # 2v2 sides (sums of two distances, 0-4) this close are equal: below float64 rounding noise of the product
@@ -230,8 +232,6 @@ def evaluate(P: np.ndarray, Y: np.ndarray, attributes: list[str], groups: dict[s
     Intervals: `fold_interval` with the fold-correlation factor measured on the nulls (Nadeau–Bengio's
     without them). Every score has its null [mean, sd] and p = (1 + #null >= observed) / (1 + perms).
     """
-    from .build import stage
-
     timings = {} if timings is None else timings
     with stage(timings, "metrics"):
         group_names = list(dict.fromkeys(groups[a] for a in attributes))
@@ -314,7 +314,6 @@ def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[s
     """
     from tqdm.auto import tqdm
 
-    from .build import stage
     from .probes import centre_within_folds, cross_validate, prepare_targets
 
     timings = {} if timings is None else timings
@@ -347,14 +346,3 @@ def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[s
             results.append(metrics)
         out[name] = {"per_step": per_step, "dim": int(X.shape[-1]), "results": results, "pred_corr": pred_corr}
     return out
-
-
-def summary_rows(report: dict) -> list[dict]:
-    """One row per representation: its best step by mean r (CLIP: its only one)."""
-    rows = []
-    for name, rep in report["representations"].items():
-        best = max(range(len(rep["results"])), key=lambda k: rep["results"][k]["mean_r"])
-        res = rep["results"][best]
-        rows.append({"name": name, "step": best if rep["per_step"] else None, **{k: res.get(k) for k in (
-            "mean_r", "mean_r_ci", "two_v_two", "p_mean_r", "p_two_v_two", "disambiguation", "knn_accuracy", "silhouette")}})
-    return rows

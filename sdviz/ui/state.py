@@ -183,8 +183,8 @@ class AppState:
 
     def reload_bundle(self) -> None:
         """Load, check and prepare the bundle; any defect leaves the app running without bars."""
-        from ..plots import best_per_step, reference_names
         from ..probes import check_bundle_matches
+        from ..results import best_per_step, reference_names
         from .figures import page_figures
 
         self.bundle, self.clip_name, self.unet_names, self.report_figures = None, None, [], []
@@ -250,7 +250,7 @@ class AppState:
             import json
 
             atomic_write(Path(out) / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, allow_nan=False)))
-            from ..build import write_report
+            from ..report import write_report
 
             write_report(Path(out))
         except Exception as err:  # noqa: BLE001 - the app keeps serving without bars
