@@ -23,6 +23,12 @@ def pearson_columns(P: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return np.where(den > 0, (Pc * Yc).sum(-2) / np.where(den > 0, den, 1), 0.0)
 
 
+def pearson(a, b) -> float:
+    """Pearson r of two 1-D sequences; 0.0 where either has no spread (a flat profile is unrelated, not undefined).
+    The one zero-spread rule of the project: `pearson_columns` on one column."""
+    return float(pearson_columns(np.asarray(a, float)[:, None], np.asarray(b, float)[:, None])[0])
+
+
 def _row_z(A: np.ndarray) -> np.ndarray:
     A = A - A.mean(-1, keepdims=True)
     norm = np.linalg.norm(A, axis=-1, keepdims=True)

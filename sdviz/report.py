@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 
+from .analysis import pearson
 from .io import atomic_write
 from .labels import label, short, step_text
 from .plots import (
@@ -108,7 +109,7 @@ def _upper(matrix) -> np.ndarray:
 def _heatmap_takeaway(report: dict, matrix, who: str) -> tuple[str, dict]:
     human, pred = _upper(report["human_corr"]), _upper(matrix)
     ok = np.isfinite(human) & np.isfinite(pred)
-    r = float(np.corrcoef(human[ok], pred[ok])[0, 1]) if ok.sum() > 2 and pred[ok].std() > 0 else 0.0
+    r = pearson(human[ok], pred[ok]) if ok.sum() > 2 else 0.0
     return f"{who}: its pattern matches the human one with r = {r:.2f} over attribute pairs (0 = unrelated).", {"pattern_r": r}
 
 

@@ -164,13 +164,6 @@ def counter_text(h: dict, seconds_left: float | None = None) -> str:
     return f"**{step_text(h['step'], h['steps'])}** · timestep t = {h['timestep']}{_trained_step(h['step'], h['steps'])}{left}"
 
 
-def _r(a, b) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.std() == 0 or b.std() == 0:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def _reliability(bundle, name: str, live_step: int = 0, live_steps: int = 1) -> np.ndarray:
     from ..probes import nearest_trained_step
 
@@ -196,6 +189,7 @@ def placeholder() -> str:
 
 def render_step(history: list, k, block: str | None, view: str):
     """(image, counter, takeaway, bars, closeness, hint) for step k of a finished or running run."""
+    from ..analysis import pearson
     from ..plots import attribute_bars, closeness_curve
 
     app = st.STATE
@@ -226,8 +220,8 @@ def render_step(history: list, k, block: str | None, view: str):
     closeness = HIDDEN
     if block and app.clip_name:
         steps = [x["step"] for x in history]
-        to_clip = [_r(x["decoded"][block], x["decoded"][app.clip_name]) for x in history]
-        to_human = [_r(x["decoded"][block], x["human"]) for x in history] if h.get("human") is not None else None
+        to_clip = [pearson(x["decoded"][block], x["decoded"][app.clip_name]) for x in history]
+        to_human = [pearson(x["decoded"][block], x["human"]) for x in history] if h.get("human") is not None else None
         fig = closeness_curve(steps, to_clip, to_human, h["steps"], current=h["step"], title="UNet vs CLIP, step by step")
         closeness = gr.update(value=fig, visible=True)
         human = f", with the human ratings r = {to_human[k]:+.2f}" if to_human else ""
