@@ -1,7 +1,7 @@
 """The build pipeline: ratings -> features -> probes and every number -> maps -> bundle -> report.
 
 `cli.py` only parses arguments into a `BuildConfig` and calls `build`; the app's automatic
-first-run build calls the same function. Each stage's wall time is kept in
+first-run build calls the same function (`BuildConfig.automatic`). Each stage's wall time is kept in
 `BuildResult.timings` (`io.stage`; printed by the CLI, compared by `python -m sdviz.bench build`).
 """
 
@@ -44,6 +44,7 @@ class BuildConfig:
     permutations: int = 100
     maps: bool = True
     progress: bool = True
+    automatic: bool = False  # the app's automatic first build (reduced settings): the report says so
 
 
 @dataclass
@@ -222,6 +223,8 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
         "missing": missing,
         "representations": reps,
     }
+    if config.automatic:  # reduced settings: report.html and the app's Report tab say so
+        report["settings"] |= {"automatic": True, "steps": config.steps}
     out = Path(config.out) if config.out else bundle_dir(slug)
     with stage(timings, "save"):
         probes.save_bundle(out, fitted, meta, report, map_tensors)
