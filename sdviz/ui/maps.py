@@ -46,9 +46,9 @@ def _here_per_step(bundle, block: str, n_steps: int, history: list) -> list | No
     return here
 
 
-def render_maps(block: str, step, history: list):
-    """(clip map, unet map with every step as an animation frame, separation curve, caption/placeholder).
-    `step` is unused (every step is a frame now); kept so scripts calling (block, step, history) still work."""
+def render_maps(block: str, history: list):
+    """The page's Maps event, for a block and the visitor's last run: (clip map, unet map with every step as an
+    animation frame, separation curve, caption/placeholder)."""
     from ..plots import embedding_map, embedding_map_animation, separation_curve
     from ..report import HEADINGS
 
@@ -91,11 +91,6 @@ def render_maps(block: str, step, history: list):
                f"{st.md(prompt) if history else 'your prompt, after a run'}.")
     show = lambda fig: gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)  # noqa: E731
     return show(clip_fig), show(unet_fig), show(sep), caption
-
-
-def show_maps(block: str, history: list):
-    """The page's Maps event: block and the visitor's last run."""
-    return render_maps(block, None, history)
 
 
 # Gradio's Plot hands plotly only data and layout (Plotly.react), so the animation's frames are added here, in the
