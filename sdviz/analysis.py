@@ -306,9 +306,6 @@ def separation(X: np.ndarray, categories: list[str], k: int = KNN_K) -> dict:
     return {"knn_accuracy": float((winner == labels).mean()), "knn_chance": float((freqs**2).sum()), "silhouette": float(sil)}
 
 
-CORR_STEPS = 3  # per-step representations keep predicted attribute x attribute matrices at first, middle, last step
-
-
 def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[str, str], categories: list[str] | None,
             *, folds: int = 10, seed: int = 0, n_permutations: int = 100, progress: bool = True,
             timings: dict | None = None) -> dict:
@@ -335,7 +332,7 @@ def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[s
         per_step = X.dim() == 3
         Xs = X.transpose(0, 1) if per_step else X[None]  # [steps, words, dim]
         S = Xs.shape[0]
-        keep = sorted({0, S // 2, S - 1}) if per_step else [0]
+        keep = sorted({0, S // 2, S - 1}) if per_step else [0]  # pred_corr: at the first, middle and last step
         with stage(timings, "cross-validate"):
             cv = cross_validate(Xs, Y, targets=targets)
             P, nP = cv.standardised_all()  # [S, n, T], [S, M, n, T]

@@ -55,9 +55,10 @@ HEADINGS = {
 ORDER = ["decoding", "groups", "disambiguation", "separation", "two_v_two", "heatmaps_human", "heatmaps_ref", "heatmaps_best"]
 
 
-def _chance_text(report: dict, name: str, metric: str, chance: float | None, step: int | None = None) -> tuple[str, dict]:
-    """('chance 0.5', numbers) or, where the report holds a permutation null, ('shuffled-ratings null 0.49 ± 0.07', ...)."""
-    shuffled = null(report, name, metric, step)
+def _chance_text(report: dict, name: str, metric: str, chance: float | None) -> tuple[str, dict]:
+    """('chance 0.5', numbers) or, where the report holds a permutation null at the last step, ('shuffled-ratings
+    null 0.49 ± 0.07', ...)."""
+    shuffled = null(report, name, metric)
     if shuffled:
         return f"shuffled-ratings null {shuffled[0]:.2f} ± {shuffled[1]:.2f}", {"null_mean": shuffled[0], "null_sd": shuffled[1]}
     return ("", {}) if chance is None else (f"chance {chance:g}", {"chance": chance})
@@ -133,7 +134,7 @@ def _groups_takeaway(report: dict, name: str, step: int | None) -> tuple[str, di
             "chance is 0."), {top: g[top], bottom: g[bottom]}
 
 
-def report_items(report: dict, *, highlight: list[str] | None = None, for_app: bool = False) -> list[dict]:
+def report_items(report: dict, *, for_app: bool = False) -> list[dict]:
     """The report's figures in reading order, numbered: dicts with key, number, heading, title ("Figure n. heading"),
     figure, caption and takeaway (one sentence whose numbers come from the report), plus `values`, the numbers the
     takeaway quotes. for_app: the figures as the app's Report tab shows them: untitled (the tab writes each title as
@@ -143,7 +144,7 @@ def report_items(report: dict, *, highlight: list[str] | None = None, for_app: b
     first = first_result(report)
     attrs, groups = report["attributes"], report.get("groups")
     # key -> (heading, figure(title), (takeaway, values)); built lazily: the figures in reading order
-    plan = {"decoding": (HEADINGS["decoding"], lambda t: decoding_curve(report, title=t, highlight=highlight),
+    plan = {"decoding": (HEADINGS["decoding"], lambda t: decoding_curve(report, title=t),
                          lambda: _curve_takeaway(report, "mean_r", "mean r", 0.0))}
     names = refs[:2] + ([best] if best else [])
     steps = [None] * len(refs[:2]) + ([len(reps[best]["results"]) - 1] if best else [])
@@ -151,12 +152,12 @@ def report_items(report: dict, *, highlight: list[str] | None = None, for_app: b
                       lambda: _groups_takeaway(report, names[-1], steps[-1]))
     if best and "disambiguation" in first:
         plan["disambiguation"] = (HEADINGS["disambiguation"],
-                                  lambda t: disambiguation_curve(report, title=t, highlight=highlight),
+                                  lambda t: disambiguation_curve(report, title=t),
                                   lambda: _trend_takeaway(report, "disambiguation", "attribute pairs told apart", 0.5))
     if "knn_accuracy" in first:
-        plan["separation"] = (HEADINGS["separation"], lambda t: separation_curve(report, title=t, highlight=highlight),
+        plan["separation"] = (HEADINGS["separation"], lambda t: separation_curve(report, title=t),
                               lambda: _curve_takeaway(report, "knn_accuracy", "neighbours right", knn_chance(report)))
-    plan["two_v_two"] = (HEADINGS["two_v_two"], lambda t: two_v_two_curve(report, title=t, highlight=highlight),
+    plan["two_v_two"] = (HEADINGS["two_v_two"], lambda t: two_v_two_curve(report, title=t),
                          lambda: _curve_takeaway(report, "two_v_two", "2v2", 0.5))
     plan["heatmaps_human"] = (HEADINGS["heatmaps_human"], lambda t: corr_heatmap(report["human_corr"], attrs, t, groups=groups),
                               lambda: _human_takeaway(report))

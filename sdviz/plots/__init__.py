@@ -19,12 +19,11 @@ from .curves import (
     two_v_two_curve,
 )
 from .heatmaps import corr_heatmap
-from .style import GREY, LEGEND_ROW_PX, NOTE_PX, ROLE_COLORS, STEP_AXIS, TITLE_PX
+from .style import GREY, LEGEND_ROW_PX, TITLE_PX
 from .wordmaps import embedding_map, embedding_map_animation
 
 __all__ = [
     "attribute_bars", "closeness_curve", "corr_heatmap", "decoding_curve", "disambiguation_curve", "distance_figure",
     "embedding_map", "embedding_map_animation", "group_bars", "lens_figure", "metric_curve", "separation_curve",
-    "steer_eval_figure", "steer_figure", "two_v_two_curve", "GREY", "LEGEND_ROW_PX", "NOTE_PX", "ROLE_COLORS",
-    "STEP_AXIS", "TITLE_PX",
+    "steer_eval_figure", "steer_figure", "two_v_two_curve", "GREY", "LEGEND_ROW_PX", "TITLE_PX",
 ]
