@@ -126,8 +126,7 @@ def _human_takeaway(report: dict) -> tuple[str, dict]:
 
 
 def _groups_takeaway(report: dict, name: str, step: int | None) -> tuple[str, dict]:
-    res = report["representations"][name]["results"][step or 0]
-    g = res["group_r"]
+    g = result(report, name, step)["group_r"]
     top, bottom = max(g, key=g.get), min(g, key=g.get)
     where = "" if step is None else f" at {step_text(step, report['steps'])}"
     return (f"{label(name)}{where} decodes {top} best (r {g[top]:.2f}) and {bottom} worst (r {g[bottom]:.2f}); "
@@ -143,41 +142,40 @@ def report_items(report: dict, *, for_app: bool = False) -> list[dict]:
     refs, best = reference_names(report), best_per_step(report)
     first = first_result(report)
     attrs, groups = report["attributes"], report.get("groups")
-    # key -> (heading, figure(title), (takeaway, values)); built lazily: the figures in reading order
+    # key -> (heading, figure(title), (takeaway, values)); figures are drawn in reading order, once numbered
     plan = {"decoding": (HEADINGS["decoding"], lambda t: decoding_curve(report, title=t),
-                         lambda: _curve_takeaway(report, "mean_r", "mean r", 0.0))}
+                         _curve_takeaway(report, "mean_r", "mean r", 0.0))}
     names = refs[:2] + ([best] if best else [])
     steps = [None] * len(refs[:2]) + ([len(reps[best]["results"]) - 1] if best else [])
     plan["groups"] = (HEADINGS["groups"], lambda t: group_bars(report, names, steps, title=t, tick_angle=None if for_app else -35),
-                      lambda: _groups_takeaway(report, names[-1], steps[-1]))
+                      _groups_takeaway(report, names[-1], steps[-1]))
     if best and "disambiguation" in first:
         plan["disambiguation"] = (HEADINGS["disambiguation"],
                                   lambda t: disambiguation_curve(report, title=t),
-                                  lambda: _trend_takeaway(report, "disambiguation", "attribute pairs told apart", 0.5))
+                                  _trend_takeaway(report, "disambiguation", "attribute pairs told apart", 0.5))
     if "knn_accuracy" in first:
         plan["separation"] = (HEADINGS["separation"], lambda t: separation_curve(report, title=t),
-                              lambda: _curve_takeaway(report, "knn_accuracy", "neighbours right", knn_chance(report)))
+                              _curve_takeaway(report, "knn_accuracy", "neighbours right", knn_chance(report)))
     plan["two_v_two"] = (HEADINGS["two_v_two"], lambda t: two_v_two_curve(report, title=t),
-                         lambda: _curve_takeaway(report, "two_v_two", "2v2", 0.5))
+                         _curve_takeaway(report, "two_v_two", "2v2", 0.5))
     plan["heatmaps_human"] = (HEADINGS["heatmaps_human"], lambda t: corr_heatmap(report["human_corr"], attrs, t, groups=groups),
-                              lambda: _human_takeaway(report))
+                              _human_takeaway(report))
     if refs:
         M = reps[refs[0]]["pred_corr"]["0"]
         plan["heatmaps_ref"] = (f"Decoded from {short(refs[0])}", lambda t: corr_heatmap(M, attrs, t, groups=groups),
-                                lambda: _heatmap_takeaway(report, M, f"Decoded from {label(refs[0])}"))
+                                _heatmap_takeaway(report, M, f"Decoded from {label(refs[0])}"))
     if best:
         pc = reps[best]["pred_corr"]
         last = max(pc, key=int)
         where = step_text(int(last), report["steps"])
         plan["heatmaps_best"] = (f"Decoded from {short(best)}, {where}", lambda t: corr_heatmap(pc[last], attrs, t, groups=groups),
-                                 lambda: _heatmap_takeaway(report, pc[last], f"Decoded from {label(best)} at {where}"))
+                                 _heatmap_takeaway(report, pc[last], f"Decoded from {label(best)} at {where}"))
     items, first_map = [], None
     for key in [k for k in ORDER if k in plan]:
         number = len(items) + 1
-        heading, figure, takeaway = plan[key]
+        heading, figure, (text, values) = plan[key]
         title = f"Figure {number}. {heading}"
         fig = figure(None if for_app else title)
-        text, values = takeaway()
         caption = CAPTIONS.get(key)
         if key.startswith("heatmaps"):  # shown one after the other: described once
             first_map = first_map or number
@@ -197,8 +195,8 @@ def _fmt(value, spec: str = ".3f") -> str:
 
 
 def _null(res: dict, metric: str, chance: float) -> str:
-    null = res.get(f"null_{metric}")
-    return f"{null[0]:.2f} ± {null[1]:.2f}" if null else f"{chance:g}"
+    shuffled = res.get(f"null_{metric}")
+    return f"{shuffled[0]:.2f} ± {shuffled[1]:.2f}" if shuffled else f"{chance:g}"
 
 
 def summary_table_html(report: dict) -> str:
