@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from .io import stage
+
 KNN_K = 5
 TWO_V_TWO_TOL = 1e-4  # float32 pair margins closer to zero than this are decided again in float64
 TIE = 1e-12  # 2v2 sides (sums of two distances, 0-4) this close are equal: below float64 rounding noise of the product
@@ -19,6 +21,12 @@ def pearson_columns(P: np.ndarray, Y: np.ndarray) -> np.ndarray:
     Yc = Y - Y.mean(-2, keepdims=True)
     den = np.sqrt((Pc**2).sum(-2) * (Yc**2).sum(-2))
     return np.where(den > 0, (Pc * Yc).sum(-2) / np.where(den > 0, den, 1), 0.0)
+
+
+def pearson(a, b) -> float:
+    """Pearson r of two 1-D sequences; 0.0 where either has no spread (a flat profile is unrelated, not undefined).
+    The one zero-spread rule of the project: `pearson_columns` on one column."""
+    return float(pearson_columns(np.asarray(a, float)[:, None], np.asarray(b, float)[:, None])[0])
 
 
 def _row_z(A: np.ndarray) -> np.ndarray:
@@ -230,8 +238,6 @@ def evaluate(P: np.ndarray, Y: np.ndarray, attributes: list[str], groups: dict[s
     Intervals: `fold_interval` with the fold-correlation factor measured on the nulls (Nadeau–Bengio's
     without them). Every score has its null [mean, sd] and p = (1 + #null >= observed) / (1 + perms).
     """
-    from .build import stage
-
     timings = {} if timings is None else timings
     with stage(timings, "metrics"):
         group_names = list(dict.fromkeys(groups[a] for a in attributes))
@@ -300,9 +306,6 @@ def separation(X: np.ndarray, categories: list[str], k: int = KNN_K) -> dict:
     return {"knn_accuracy": float((winner == labels).mean()), "knn_chance": float((freqs**2).sum()), "silhouette": float(sil)}
 
 
-CORR_STEPS = 3  # per-step representations keep predicted attribute x attribute matrices at first, middle, last step
-
-
 def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[str, str], categories: list[str] | None,
             *, folds: int = 10, seed: int = 0, n_permutations: int = 100, progress: bool = True,
             timings: dict | None = None) -> dict:
@@ -314,7 +317,6 @@ def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[s
     """
     from tqdm.auto import tqdm
 
-    from .build import stage
     from .probes import centre_within_folds, cross_validate, prepare_targets
 
     timings = {} if timings is None else timings
@@ -330,7 +332,7 @@ def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[s
         per_step = X.dim() == 3
         Xs = X.transpose(0, 1) if per_step else X[None]  # [steps, words, dim]
         S = Xs.shape[0]
-        keep = sorted({0, S // 2, S - 1}) if per_step else [0]
+        keep = sorted({0, S // 2, S - 1}) if per_step else [0]  # pred_corr: at the first, middle and last step
         with stage(timings, "cross-validate"):
             cv = cross_validate(Xs, Y, targets=targets)
             P, nP = cv.standardised_all()  # [S, n, T], [S, M, n, T]
@@ -347,14 +349,3 @@ def analyse(features: dict, Y: np.ndarray, attributes: list[str], groups: dict[s
             results.append(metrics)
         out[name] = {"per_step": per_step, "dim": int(X.shape[-1]), "results": results, "pred_corr": pred_corr}
     return out
-
-
-def summary_rows(report: dict) -> list[dict]:
-    """One row per representation: its best step by mean r (CLIP: its only one)."""
-    rows = []
-    for name, rep in report["representations"].items():
-        best = max(range(len(rep["results"])), key=lambda k: rep["results"][k]["mean_r"])
-        res = rep["results"][best]
-        rows.append({"name": name, "step": best if rep["per_step"] else None, **{k: res.get(k) for k in (
-            "mean_r", "mean_r_ci", "two_v_two", "p_mean_r", "p_two_v_two", "disambiguation", "knn_accuracy", "silhouette")}})
-    return rows

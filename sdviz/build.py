@@ -1,14 +1,12 @@
 """The build pipeline: ratings -> features -> probes and every number -> maps -> bundle -> report.
 
 `cli.py` only parses arguments into a `BuildConfig` and calls `build`; the app's automatic
-first-run build calls the same function. Each stage's wall time is kept in `BuildResult.timings`
-(printed by the CLI, compared by `python -m sdviz.bench build`).
+first-run build calls the same function (`BuildConfig.automatic`). Each stage's wall time is kept in
+`BuildResult.timings` (`io.stage`; printed by the CLI, compared by `python -m sdviz.bench build`).
 """
 
-import json
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import numpy as np
 from . import __version__
 from .config import DEFAULT_SCHEDULER, MAX_STEPS
 from .errors import SdvizError
-from .io import atomic_write, bundle_dir, feature_cache_dir
+from .io import bundle_dir, feature_cache_dir, stage
 
 DEFAULT_BUILD_STEPS = 10
 MAP_PREFIXES = ("clip.pooled", "clip.mean", "unet.", "text.embedding")  # representations that get UMAP maps
@@ -46,6 +44,7 @@ class BuildConfig:
     permutations: int = 100
     maps: bool = True
     progress: bool = True
+    automatic: bool = False  # the app's automatic first build (reduced settings): the report says so
 
 
 @dataclass
@@ -53,16 +52,6 @@ class BuildResult:
     path: Path
     report: dict
     timings: dict[str, float] = field(default_factory=dict)
-
-
-@contextmanager
-def stage(timings: dict, name: str):
-    """Add the wall time of the `with` body to timings[name]."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 def check_config(config: BuildConfig) -> None:
@@ -177,6 +166,7 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
     import torch
 
     from . import analysis, maps, probes
+    from .report import write_report
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -233,6 +223,8 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
         "missing": missing,
         "representations": reps,
     }
+    if config.automatic:  # reduced settings: report.html and the app's Report tab say so
+        report["settings"] |= {"automatic": True, "steps": config.steps}
     out = Path(config.out) if config.out else bundle_dir(slug)
     with stage(timings, "save"):
         probes.save_bundle(out, fitted, meta, report, map_tensors)
@@ -251,23 +243,6 @@ def missing_ratings(ratings) -> dict:
                            "unrated_words": [w for w, u in zip(ratings.words, unrated[:, j]) if u]}
                        for j, a in enumerate(ratings.attributes) if unrated[:, j].any()},
     }
-
-
-def write_report(bundle_path: Path, out: Path | None = None) -> Path:
-    """(Re)write a bundle's self-contained HTML report."""
-    from .plots import report_html
-    from .probes import load_bundle
-
-    bundle = load_bundle(bundle_path)
-    out = Path(out or Path(bundle_path) / "report.html")
-    steering = Path(bundle_path) / "steer_eval.json"  # written by `sdviz steer-eval`, when it was run
-    try:
-        steer_eval = json.loads(steering.read_text()) if steering.is_file() else None
-    except (OSError, ValueError):
-        steer_eval = None  # a damaged optional section is left out; the probes' report still stands
-    page = report_html(bundle.report, bundle.meta, steer_eval)
-    atomic_write(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
-    return out
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

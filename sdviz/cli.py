@@ -57,8 +57,8 @@ def cmd_extract(args):
 
 
 def cmd_build(args):
-    from .analysis import summary_rows
     from .build import build
+    from .results import summary_rows
 
     result = build(_config(args))
     print(f"bundle written to {result.path} ({result.timings['total']:.0f} s); report: {result.path / 'report.html'}")
@@ -70,8 +70,8 @@ def cmd_build(args):
 
 
 def cmd_report(args):
-    from .build import write_report
     from .hub import parse_hub_id, resolve_bundle
+    from .report import write_report
 
     path = resolve_bundle(args.bundle)  # a folder, or a Hub id (downloaded into the HF cache and checked)
     out = Path(args.out) if args.out else None
@@ -212,7 +212,7 @@ def cmd_steer_eval(args):
             print(f"  {where:<10} strength {float(strength):+g}: target {row_['target']:+.3f}, others {row_['others']:.3f}, "
                   f"random direction {row_['random_target']:+.3f}")
     if local and not args.out:
-        from .build import write_report
+        from .report import write_report
 
         print(f"report updated: {write_report(bundle_path)}")
     return path

@@ -9,9 +9,9 @@ decodes what each layer hands the UNet.
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from .analysis import pearson
 from .capture import COND, Trace, is_per_step, trace
 from .errors import SdvizError
 from .families import SDXL, family_of
@@ -93,9 +93,5 @@ def lens(pipe, prompt: str, *, seed: int = 0, steps: int = 20, guidance: float =
 
 def lens_agreement(images: list[LensImage], bundle: Bundle) -> list[float]:
     """Per layer, Pearson r between what that layer hands the denoiser (decoded) and what the last layer does."""
-    last = np.array([images[-1].decoded[COND][a] for a in bundle.attributes])
-    out = []
-    for im in images:
-        v = np.array([im.decoded[COND][a] for a in bundle.attributes])
-        out.append(float(np.corrcoef(v, last)[0, 1]) if v.std() > 0 and last.std() > 0 else 0.0)
-    return out
+    last = [images[-1].decoded[COND][a] for a in bundle.attributes]
+    return [pearson([im.decoded[COND][a] for a in bundle.attributes], last) for im in images]

@@ -179,7 +179,7 @@ def _is_hub_model(model) -> bool:
 def bundle_card(bundle, repo_id: str | None = None) -> str:
     """The model card of a probe bundle: YAML metadata (library, license, tags, base model, sdviz block), which
     model it probes, the dataset and its citation, the settings, and the summary table from report.json."""
-    from .analysis import summary_rows
+    from .results import summary_rows
 
     meta, report = bundle.meta, bundle.report
     model = meta.get("model", "unknown")

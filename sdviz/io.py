@@ -1,8 +1,10 @@
-"""Files on disk: atomic writes, and where sdviz keeps its caches and bundles."""
+"""Files on disk: atomic writes, where sdviz keeps its caches and bundles, and the build's stage timer."""
 
 import os
 import tempfile
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # the source checkout (assets/, probes/ live here)
@@ -52,3 +54,13 @@ def find_bundle(slug: str) -> Path | None:
         if (candidate / "meta.json").is_file():
             return candidate
     return None
+
+
+@contextmanager
+def stage(timings: dict, name: str):
+    """Add the wall time of the `with` body to timings[name] (the build's per-stage times, `BuildResult.timings`)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start

@@ -25,20 +25,6 @@ def _pca(Z: np.ndarray, dims: int) -> np.ndarray:
     return axes * np.sign(axes[np.abs(axes).argmax(0), range(axes.shape[1])])
 
 
-def warm_up() -> None:
-    """Compile UMAP's numba code (about 9 s, once per process) on a toy problem; build() runs this in a
-    thread while features are extracted, so the maps stage does not pay for it."""
-    import warnings
-
-    import umap
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        D = _distances(np.random.default_rng(0).normal(size=(60, 3)))
-        first = umap.UMAP(n_neighbors=NEIGHBOURS, random_state=0, n_epochs=5, metric="precomputed").fit_transform(D)
-        umap.UMAP(n_neighbors=NEIGHBOURS, random_state=0, n_epochs=5, metric="precomputed", init=first).fit_transform(D)
-
-
 def _distances(points: np.ndarray) -> np.ndarray:
     """Euclidean distances between all rows (UMAP's own small-data path computes these pair by pair in Python)."""
     sq = (points**2).sum(1)
@@ -94,6 +80,3 @@ def place(maps: dict[str, torch.Tensor], name: str, step: int, x: torch.Tensor) 
     xy = (maps[f"{name}.coords"][step].double()[nearest] * weights[:, None]).sum(0) / weights.sum()
     return float(xy[0]), float(xy[1])
 
-
-def map_steps(maps: dict, name: str) -> int:
-    return maps[f"{name}.coords"].shape[0] if f"{name}.coords" in maps else 0

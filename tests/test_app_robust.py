@@ -58,7 +58,7 @@ def test_a_damaged_bundle_leaves_the_app_serving_and_generating_without_bars(cas
     assert len(history) == 3 and history[-1]["decoded"] == {}
     assert "without bars" in status and "<b>" not in status
     # the read-only tabs and the poll say the same sentence instead of failing
-    assert maps.render_maps(None, 0, history)[3] == f"*{app.bundle_note}*"
+    assert maps.render_maps(None, history)[3] == f"*{app.bundle_note}*"
     assert report.render_report()[0] == f"*{app.bundle_note}*"
     polled = layout.poll(-1)
     assert polled[3]["interactive"] is True and app.bundle_note in polled[2]

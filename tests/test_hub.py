@@ -134,7 +134,7 @@ def test_push_then_pull_round_trips_byte_identically(remote, tiny_bundle):
     assert info["n_words"] == 60 and info["n_attributes"] == 65
     assert huggingface_hub.ModelCard(card).data.library_name == "sdviz"  # the Hub's own parser agrees
     # The summary table carries report.json's numbers.
-    from sdviz.analysis import summary_rows
+    from sdviz.results import summary_rows
 
     row = next(r for r in summary_rows(bundle.report) if r["name"] == "clip.pooled")
     assert f"| `clip.pooled` | — | {row['mean_r']:+.3f} [" in card

@@ -10,9 +10,10 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from sdviz import plots
+from sdviz import plots, results
 from sdviz.labels import label, step_text
 from sdviz.ratings import BINDER_ATTRIBUTES, BINDER_DOMAINS
+from sdviz.report import HEADINGS, report_figures, report_html, report_items
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
@@ -147,7 +148,7 @@ def _numbers(text: str) -> list[float]:
 
 
 def test_report_items_are_numbered_captioned_and_quote_only_the_reports_numbers(report):
-    items = plots.report_items(report)
+    items = report_items(report)
     keys = [it["key"] for it in items]
     assert keys == ["decoding", "groups", "disambiguation", "separation", "two_v_two", "heatmaps_human", "heatmaps_ref",
                     "heatmaps_best"]
@@ -165,10 +166,10 @@ def test_report_items_are_numbered_captioned_and_quote_only_the_reports_numbers(
     assert not any(w in heat for w in ("(top)", "(bottom)", "left", "right"))
     for key in ("heatmaps_ref", "heatmaps_best"):
         assert next(it for it in items if it["key"] == key)["caption"] == f"Read it like Figure {first['number']}."
-    assert [(k, c) for k, _, c in plots.report_figures(report)] == [(it["key"], f"{it['takeaway']} {it['caption']}") for it in items]
+    assert [(k, c) for k, _, c in report_figures(report)] == [(it["key"], f"{it['takeaway']} {it['caption']}") for it in items]
     # takeaways: every number quoted is one of the report's, rounded as printed
     reps = report["representations"]
-    clip, best = plots.reference_names(report)[0], plots.best_per_step(report)
+    clip, best = results.reference_names(report)[0], results.best_per_step(report)
     decoding = items[0]
     assert decoding["values"][clip] == reps[clip]["results"][0]["mean_r"]
     assert decoding["values"][best] == reps[best]["results"][-1]["mean_r"]
@@ -197,18 +198,18 @@ def html_unescape(text: str) -> str:
 
 
 def test_curves_highlight_few_lines_grey_the_rest_and_label_the_margin_without_collisions(report):
-    highlight = plots.default_highlight(report)
-    fig = plots.decoding_curve(report, number=1)
+    highlight = results.default_highlight(report)
+    fig = plots.decoding_curve(report, title=f"Figure 1. {HEADINGS['decoding']}")
     lines = [t for t in fig.data if t.mode in ("lines", "lines+markers") and t.fill is None and t.showlegend is not False
              or t.legendgroup == "others"]
     coloured = [t for t in lines if t.line.color != plots.GREY and t.legendgroup != "others"]
     assert sorted(t.legendgroup for t in coloured) == sorted(highlight)
     per_step = [n for n in report["representations"] if report["representations"][n]["per_step"]]
     greys = [t for t in fig.data if t.legendgroup == "others"]
-    assert len(greys) == len(per_step) - 1 + len(plots.reference_names(report)) - 1
+    assert len(greys) == len(per_step) - 1 + len(results.reference_names(report)) - 1
     assert sum(t.showlegend is True for t in greys) == 1  # one legend entry toggles all grey lines
     bands = [t for t in fig.data if t.fill == "toself"]
-    assert [t.legendgroup for t in bands] == [plots.best_per_step(report)]  # CI bands only on highlighted step lines
+    assert [t.legendgroup for t in bands] == [results.best_per_step(report)]  # CI bands only on highlighted step lines
     # margin labels: the highlighted values and chance, at least 16 px apart on screen
     notes = [a for a in fig.layout.annotations if a.xref == "paper" and a.x == 1]
     assert any(a.text == "chance 0" for a in notes) and len(notes) == len(highlight) + 1
@@ -223,7 +224,7 @@ def test_curves_highlight_few_lines_grey_the_rest_and_label_the_margin_without_c
 
 def test_report_html_is_one_self_contained_page_with_table_figures_and_settings(report):
     meta = {"model": "tiny"}
-    page = plots.report_html(report, meta)
+    page = report_html(report, meta)
     assert page.count("plotly.js v") == 1 and not re.search(r"<script[^>]*\ssrc=", page)  # plotly.js inlined once
     for n in range(1, 9):
         assert f"<b>Figure {n}.</b>" in page
@@ -231,13 +232,13 @@ def test_report_html_is_one_self_contained_page_with_table_figures_and_settings(
     assert re.search(r"\.caption\{font-size:(\d+)px", page) and int(re.search(r"\.caption\{font-size:(\d+)px", page)[1]) >= 15
     for name in report["representations"]:
         assert f"<code>{name}</code>" in page and label(name).replace("'", "&#x27;") in page
-    best = plots.best_per_step(report)
+    best = results.best_per_step(report)
     res = report["representations"][best]["results"]
     k = max(range(len(res)), key=lambda i: res[i]["mean_r"])
     assert step_text(k, report["steps"]) in page and f"{res[k]['mean_r']:+.3f}" in page
     null = res[k]["null_mean_r"]
     assert f"{null[0]:.2f} ± {null[1]:.2f}" in page  # the chance level next to the number
-    auto = plots.report_html({**report, "settings": {**report["settings"], "automatic": True}}, {"model": "tiny"})
+    auto = report_html({**report, "settings": {**report["settings"], "automatic": True}}, {"model": "tiny"})
     assert "reduced settings for the app&#x27;s automatic first build" in auto or "reduced settings for the app's automatic first build" in auto
 
 
@@ -269,7 +270,7 @@ def test_figures_read_cleanly_in_a_browser_at_390_and_1400_px(report, tmp_path):
                                        here_label="a photo of a dog", super_categories=supers),
             "map-animation": plots.embedding_map_animation(coords, words, cats, supers, "UNet middle block, step by step",
                                                            here=[tuple(c[5]) for c in coords], here_label="a photo of a dog")}
-    figs |= {f"figure{it['number']}-{it['key']}": it["figure"] for it in plots.report_items(report)}
+    figs |= {f"figure{it['number']}-{it['key']}": it["figure"] for it in report_items(report)}
     args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
     with sync_playwright() as p:
@@ -304,7 +305,7 @@ def test_figures_read_cleanly_in_a_browser_at_390_and_1400_px(report, tmp_path):
                     page.wait_for_function("t => document.querySelector('.scatterlayer .trace .point')"
                                            ".getAttribute('transform') !== t", arg=before, timeout=10000)
             report_page = tmp_path / "report.html"
-            report_page.write_text(plots.report_html(report, {"model": "tiny"}), encoding="utf-8")
+            report_page.write_text(report_html(report, {"model": "tiny"}), encoding="utf-8")
             page.goto(report_page.as_uri())
             page.wait_for_selector("#separation .main-svg")
             page.screenshot(path=str(OUTPUT / f"plots-report-{width}.png"), full_page=True)

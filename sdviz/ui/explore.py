@@ -11,7 +11,6 @@ from ..errors import SdvizError
 from ..labels import label, short, step_text
 from . import generate as g
 from . import state as st
-from .figures import without_title
 from .state import md
 
 HOW_TO_READ_STEER = (
@@ -101,9 +100,7 @@ def compare_bars(result):
             if name and name in result.decoded[side]:
                 where = "CLIP" if name.startswith("clip") else f"{short(name)}, last step"
                 series[f"{tag} '{prompt[:24]}' · {where}"] = np.array([result.decoded[side][name][a] for a in bundle.attributes])
-    fig = attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, domain_means=True, orientation="h")
-    without_title(fig)
-    return fig
+    return attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, domain_means=True, orientation="h")
 
 
 def compare_map(result):

@@ -22,7 +22,6 @@ from ..config import MAX_PROMPT_CHARS, MAX_SEED
 from ..errors import SdvizError
 from ..labels import label, label_with_id, step_text
 from . import state as st
-from .figures import without_title
 from .state import md
 
 log = logging.getLogger(__name__)
@@ -165,13 +164,6 @@ def counter_text(h: dict, seconds_left: float | None = None) -> str:
     return f"**{step_text(h['step'], h['steps'])}** · timestep t = {h['timestep']}{_trained_step(h['step'], h['steps'])}{left}"
 
 
-def _r(a, b) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.std() == 0 or b.std() == 0:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def _reliability(bundle, name: str, live_step: int = 0, live_steps: int = 1) -> np.ndarray:
     from ..probes import nearest_trained_step
 
@@ -197,6 +189,7 @@ def placeholder() -> str:
 
 def render_step(history: list, k, block: str | None, view: str):
     """(image, counter, takeaway, bars, closeness, hint) for step k of a finished or running run."""
+    from ..analysis import pearson
     from ..plots import attribute_bars, closeness_curve
 
     app = st.STATE
@@ -222,19 +215,14 @@ def render_step(history: list, k, block: str | None, view: str):
         series[f"human ratings of '{h['word']}'"] = np.array(h["human"])
     # on their side: full attribute names as rows never collide, at 390 px as at 1400 px
     bars = attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, reliability,
-                          domain_means=(view == "domain means"), title="", orientation="h")
-    without_title(bars)  # untitled here (the takeaway above says what it shows): no empty title row
+                          domain_means=(view == "domain means"), orientation="h")  # untitled: the takeaway says what it shows
     takeaway = ""
     closeness = HIDDEN
     if block and app.clip_name:
         steps = [x["step"] for x in history]
-        to_clip = [_r(x["decoded"][block], x["decoded"][app.clip_name]) for x in history]
-        to_human = [_r(x["decoded"][block], x["human"]) for x in history] if h.get("human") is not None else None
-        fig = closeness_curve(steps, to_clip, to_human, h["steps"])
-        fig.add_vline(x=h["step"], line=dict(color="#888", dash="dot"))
-        fig.update_layout(title="UNet vs CLIP, step by step", legend=dict(orientation="h", x=0, y=-0.3))
-        fig.update_xaxes(tick0=0, dtick=max(1, round(h["steps"] / 10)))  # whole steps only: there is no step 0.5
-        fig.update_yaxes(title="r (1 = same profile)")  # plots' longer title is cut off in this short figure
+        to_clip = [pearson(x["decoded"][block], x["decoded"][app.clip_name]) for x in history]
+        to_human = [pearson(x["decoded"][block], x["human"]) for x in history] if h.get("human") is not None else None
+        fig = closeness_curve(steps, to_clip, to_human, h["steps"], current=h["step"], title="UNet vs CLIP, step by step")
         closeness = gr.update(value=fig, visible=True)
         human = f", with the human ratings r = {to_human[k]:+.2f}" if to_human else ""
         takeaway = (f"**At {step_text(h['step'], h['steps'])}, the {md(label(block))} agrees with CLIP's reading at "

@@ -234,7 +234,7 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
 
         map_inputs, map_out = [map_block, history], [clip_map, unet_map, sep_plot, map_caption]
         for trigger in (map_block.change, maps_tab.select):
-            trigger(m.show_maps, map_inputs, map_out, **none)
+            trigger(m.render_maps, map_inputs, map_out, **none)
         unet_map.change(None, unet_map, None, js=m.ADD_FRAMES_JS, queue=False)  # Gradio's Plot drops plotly frames
 
         # a recorded example replays on the CPU beside generation, a few at once, never in the GPU queue

@@ -15,6 +15,7 @@ HOW_TO_READ = (
     "one UNet block over the denoising steps: press Play (or drag its slider) and watch whether the categories stay apart "
     "or blur. The star is your last prompt."
 )
+MAP_HEIGHT = 560  # px, each map (the two sit side by side on a wide screen)
 
 
 def map_names() -> list[str]:
@@ -45,10 +46,11 @@ def _here_per_step(bundle, block: str, n_steps: int, history: list) -> list | No
     return here
 
 
-def render_maps(block: str, step, history: list):
-    """(clip map, unet map with every step as an animation frame, separation curve, caption/placeholder).
-    `step` is unused (every step is a frame now); kept so scripts calling (block, step, history) still work."""
+def render_maps(block: str, history: list):
+    """The page's Maps event, for a block and the visitor's last run: (clip map, unet map with every step as an
+    animation frame, separation curve, caption/placeholder)."""
     from ..plots import embedding_map, embedding_map_animation, separation_curve
+    from ..report import HEADINGS
 
     bundle = st.STATE.bundle if st.STATE else None
     names = map_names()
@@ -72,13 +74,14 @@ def render_maps(block: str, step, history: list):
             from ..maps import place
 
             here_clip = place(bundle.maps, clip_name, 0, torch.as_tensor(history[-1]["features"][clip_name]))
-    clip_fig = (embedding_map(bundle.maps[f"{clip_name}.coords"][0].numpy(), words, cats,
-                              label(clip_name), here_clip, prompt, super_categories=supers) if clip_name else None)
+    # the CLIP map's legend under its title, as the UNet map's: side by side, the two maps line up
+    clip_fig = (embedding_map(bundle.maps[f"{clip_name}.coords"][0].numpy(), words, cats, label(clip_name), here_clip,
+                              prompt, super_categories=supers, legend="top", height=MAP_HEIGHT) if clip_name else None)
     unet_fig = embedding_map_animation(coords, words, cats, supers, f"{label(block)}, step by step",
                                        _here_per_step(bundle, block, n_steps, history), prompt,
-                                       lambda k: step_text(k, n_steps))
+                                       lambda k: step_text(k, n_steps), height=MAP_HEIGHT)
     try:
-        sep = separation_curve(bundle.report)
+        sep = separation_curve(bundle.report, title=HEADINGS["separation"])
     except (KeyError, IndexError, StopIteration):
         sep = None
     # no "left"/"right": the two maps sit side by side on a wide screen and one above the other on a phone
@@ -86,16 +89,8 @@ def render_maps(block: str, step, history: list):
                "the probes were trained on (the UNet map: press ▶ Play under it).** If the colours blur in the UNet map "
                "while they stay apart in the CLIP map, the diffusion has turned meaning into pixels. The star is "
                f"{st.md(prompt) if history else 'your prompt, after a run'}.")
-    unet_fig.update_layout(height=560)
-    if clip_fig is not None:  # the UNet map's legend under the title: side by side, the two maps line up
-        clip_fig.update_layout(legend=unet_fig.layout.legend, height=560, margin=dict(t=unet_fig.layout.margin.t))
     show = lambda fig: gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)  # noqa: E731
     return show(clip_fig), show(unet_fig), show(sep), caption
-
-
-def show_maps(block: str, history: list):
-    """The page's Maps event: block and the visitor's last run."""
-    return render_maps(block, None, history)
 
 
 # Gradio's Plot hands plotly only data and layout (Plotly.react), so the animation's frames are added here, in the

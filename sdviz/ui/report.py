@@ -16,7 +16,7 @@ HOW_TO_READ = (
 
 
 def _summary_table(report: dict) -> str:
-    from ..analysis import summary_rows
+    from ..results import summary_rows
 
     lines = ["| part of the model (best step) | mean r [95% CI] (chance 0) | 2-vs-2 (chance 0.5) |", "|---|---|---|"]
     for r in summary_rows(report):

@@ -183,8 +183,8 @@ class AppState:
 
     def reload_bundle(self) -> None:
         """Load, check and prepare the bundle; any defect leaves the app running without bars."""
-        from ..plots import best_per_step, reference_names
         from ..probes import check_bundle_matches
+        from ..results import best_per_step, reference_names
         from .figures import page_figures
 
         self.bundle, self.clip_name, self.unet_names, self.report_figures = None, None, [], []
@@ -235,24 +235,15 @@ class AppState:
     def auto_build(self) -> None:
         """Build the missing bundle with reduced settings (AUTO_BUILD), showing tqdm's progress in the page."""
         from ..build import BuildConfig, build
-        from ..io import atomic_write
 
         self.building, self.build_error, self.build_bars = True, "", []
         self._bump()
         try:
             out = self.bundle_path()
             config = BuildConfig(model=self.pipe.sdviz.model_id, ratings=str(self.ratings.source), out=str(out),
-                                 cache=self.build_cache, progress=True, **AUTO_BUILD)
+                                 cache=self.build_cache, progress=True, automatic=True, **AUTO_BUILD)
             with watch_tqdm(self.build_bars):
-                result = build(config, pipe=self.pipe)
-            report = dict(result.report)
-            report["settings"] = {**report["settings"], "automatic": True, "steps": AUTO_BUILD["steps"]}
-            import json
-
-            atomic_write(Path(out) / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1, allow_nan=False)))
-            from ..build import write_report
-
-            write_report(Path(out))
+                build(config, pipe=self.pipe)
         except Exception as err:  # noqa: BLE001 - the app keeps serving without bars
             log.exception("automatic build failed")
             self.build_error = (str(err) if isinstance(err, SdvizError) else "The automatic build failed; the server log says why.")
