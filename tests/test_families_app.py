@@ -1,34 +1,22 @@
 """The app on the SD 2.x and SDXL stand-ins: launched like tests/test_app.py, one short generation
 through gradio_client decodes with the family's bundle exactly what the library decodes."""
 
-import socket
-
 import numpy as np
 import pytest
 from conftest import pipe_modules, sdviz_hooks
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", params=["tiny-sd2", "tiny-sdxl"])
-def family_app(request, words24_csv, family_bundle):
+def family_app(request, words24_csv, family_bundle, launch_app):
     """(model, bundle path, client) of an app serving that family's stand-in with its own 24-word bundle."""
     from gradio_client import Client
 
-    from sdviz import ui
     from sdviz.models import load_pipeline
 
     model = request.param
     bundle = family_bundle(load_pipeline(model, device="cpu"))
-    demo = ui.create_app(model, "cpu", str(bundle), str(words24_csv))
-    port = _free_port()
-    ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield model, bundle, Client(f"http://127.0.0.1:{port}/", verbose=False)
-    demo.close()
+    with launch_app(model, "cpu", str(bundle), str(words24_csv)) as served:
+        yield model, bundle, Client(served.url, verbose=False)
 
 
 def test_the_app_streams_and_decodes_each_familys_representations_like_the_library(family_app):
