@@ -20,6 +20,7 @@ import numpy as np
 
 from ..config import MAX_PROMPT_CHARS, MAX_SEED
 from ..errors import SdvizError
+from ..hub import on_space
 from ..labels import label, label_with_id, step_text
 from . import state as st
 from .figures import without_title
@@ -34,7 +35,7 @@ REFRESH_S = 0.5  # figures refresh at most this often while a run streams (image
 GPU_SECONDS_PER_STEP = 1.5  # ZeroGPU's reservation: generous for SD 1.5 at 512 px on a shared A10G/H200 slice
 GPU_SECONDS_FIXED = 15.0
 
-if st.on_space():  # Hugging Face ZeroGPU: borrow a GPU for each generation (decorators must exist at start-up)
+if on_space():  # Hugging Face ZeroGPU: borrow a GPU for each generation (decorators must exist at start-up)
     try:
         import spaces
 

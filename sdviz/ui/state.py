@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SdvizError
+from ..hub import is_hub_id, offline, on_space
 from ..io import ROOT, bundle_dir, find_bundle
 
 log = logging.getLogger(__name__)
@@ -23,17 +24,13 @@ AUTO_BUILD = {"steps": 8, "permutations": 20}  # the tiny model's whole first bu
 READY_TIMEOUT_S = 600.0  # an API request that arrives while the model loads waits this long
 
 
-def on_space() -> bool:
-    return bool(os.environ.get("SPACE_ID"))
-
-
 # -- where bundles come from ------------------------------------------------------------------------
 def _resolve_bundle(spec: str) -> Path:
     """A bundle named on the command line or in SDVIZ_BUNDLE -> a local folder: a folder, or a Hub id
     OWNER/NAME[@revision] downloaded into the HF cache (hub.resolve_bundle)."""
     from ..hub import resolve_bundle
 
-    if Path(spec).exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+    if not is_hub_id(spec):
         return Path(spec).expanduser()  # a folder, possibly still to be built by the automatic build
     return resolve_bundle(spec)
 
@@ -148,7 +145,7 @@ class AppState:
 
         path = self.ratings_path or default_ratings_path()
         try:
-            if path is None and not on_space() and os.environ.get("HF_HUB_OFFLINE") != "1":
+            if path is None and not on_space() and not offline():
                 path = fetch_binder()  # a machine with internet: the verified download, once
             if path is not None:
                 self.ratings = load_ratings(path)
@@ -228,8 +225,7 @@ class AppState:
         return f"No probe bundle for this model yet (expected in {md(shown_path(path))})."
 
     def can_build(self) -> bool:
-        spec = str(self.bundle_spec or "")
-        local = not spec or spec.startswith((".", "/", "~")) or spec.count("/") != 1 or Path(spec).exists()  # not a Hub id
+        local = not self.bundle_spec or not is_hub_id(self.bundle_spec)  # never over a bundle named on the Hub
         return self.pipe is not None and self.ratings is not None and not on_space() and local
 
     def auto_build(self) -> None:
