@@ -1,5 +1,5 @@
 """The Gradio app, one job per module: `state` (shared model, bundle, start-up and automatic build),
-`generate` (the live run and recorded replays), `maps`, `report` (read-only tabs), `figures` (plots' figures as
+`generate` (the live run), `replay` (recorded runs), `maps`, `report` (read-only tabs), `figures` (plots' figures as
 the page shows them), `layout` (the Blocks), `server` (launch).
 `app.py` only calls `main()`."""
 

@@ -1,7 +1,7 @@
 """The live run: input checks, the GPU function, and the per-step loop that turns records into the page.
 
 The loop (`stream_ui`, `stream_api`) consumes ANY iterator of `capture.StepRecord`: a live run from
-`gpu_steps` or a recorded run replayed from disk go through exactly the same code. Only `gpu_steps`
+`gpu_steps` or a recorded run replayed from disk (ui/replay.py) go through exactly the same code. Only `gpu_steps`
 touches the model (and, on ZeroGPU, the GPU); decoding, history, figures and CSV happen outside it.
 """
 
@@ -348,73 +348,6 @@ def generate_api(prompt, seed, steps, guidance):
         yield from stream_api(records, ctx)
     finally:
         records.close()
-
-
-# -- recorded runs: the same loops over records read from disk, on the CPU, outside the GPU queue ------------
-REPLAY_STEP_S = 0.08  # a replay is paced a little so the image visibly forms; the API replays at full speed
-
-
-def recorded_label(run) -> str:
-    return f"recorded with {run.model} — replays instantly"
-
-
-def recorded_samples() -> list[list[str]]:
-    """The Generate tab's recorded examples: one row per run, its prompt (and settings when prompts repeat)."""
-    runs = st.STATE.recordings if st.STATE else []
-    prompts = [r.prompt for r in runs]
-    return [[r.prompt if prompts.count(r.prompt) == 1 else f"{r.prompt} (seed {r.seed}, {r.steps} steps)"] for r in runs]
-
-
-def _recorded_status(run, status):
-    if isinstance(status, dict):  # gr.skip()
-        return status
-    note = f"▶️ **recorded run** ({md(recorded_label(run))}; seed {run.seed}, {run.steps} steps)."
-    return f"{note} {status}".strip()
-
-
-def _paced(records: Iterable, seconds: float) -> Iterator:
-    for i, record in enumerate(records):
-        if i:
-            time.sleep(seconds)
-        yield record
-
-
-def _recorded(index):
-    runs = st.STATE.recordings if st.STATE else []
-    try:
-        return runs[int(index)]
-    except (TypeError, ValueError, IndexError):
-        raise SdvizError("That recorded run is no longer available; reload the page.") from None
-
-
-@_errors_as_gr
-def replay(index, block, view):
-    """A click on a recorded example: fill prompt, seed and steps, and stream the run from disk through the
-    same loop as a live run (no Run press, no model, no GPU)."""
-    st.STATE.wait_ready()
-    run = _recorded(index)
-    ctx = RunContext.for_prompt(run.prompt)
-    skip = gr.skip()
-    for i, out in enumerate(stream_ui(_paced(run.records(), REPLAY_STEP_S), ctx, block, view, live=False)):
-        *page, status = out
-        filled = (run.prompt, run.seed, run.steps) if i == 0 else (skip, skip, skip)
-        yield (*page, _recorded_status(run, status), *filled)
-
-
-@_errors_as_gr
-def replay_api(prompt, seed):
-    """The scripted replay (api_name="replay"): the recorded run of this prompt and seed, streamed exactly like
-    /generate (same outputs, same decoded JSON)."""
-    from ..record import find_run
-
-    st.STATE.wait_ready()
-    run = find_run(st.STATE.recordings, str(prompt or ""), int(seed) if seed is not None else None)
-    if run is None:
-        raise SdvizError(f"No recorded run for this prompt and seed; the recorded ones are: "
-                         f"{'; '.join(r.prompt for r in st.STATE.recordings) or 'none'}.")
-    ctx = RunContext.for_prompt(run.prompt)
-    for image, counter, decoded, status in stream_api(run.records(), ctx):
-        yield image, counter, decoded, _recorded_status(run, status)
 
 
 # -- CSV, written only when asked for ----------------------------------------------------------------------

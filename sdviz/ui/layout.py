@@ -15,6 +15,7 @@ from ..labels import label_with_id
 from . import explore
 from . import generate as g
 from . import maps as m
+from . import replay as rp
 from . import report as r
 from . import state as st
 
@@ -93,9 +94,9 @@ def _poll(seen: int):
     block = gr.update(choices=choices, value=app.unet_names[0] if app.unet_names else None, interactive=bool(choices))
     names = m.map_names()
     map_block = gr.update(choices=m.map_choices(), value=names[0] if names else None)
-    samples = g.recorded_samples()
+    samples = rp.recorded_samples()
     recorded = gr.Dataset(samples=samples or [[""]], visible=bool(samples), label=(
-        f"Recorded runs, click one ({g.recorded_label(app.recordings[0])})" if samples else None))
+        f"Recorded runs, click one ({rp.recorded_label(app.recordings[0])})" if samples else None))
     hint = gr.update(value=g.placeholder())
     maps_hint = gr.update(value="" if names else f"*{app.bundle_note or 'The maps appear when the probe bundle is ready.'}*")
     return ([banner, details, status.strip(), run, block, hint, map_block, recorded, maps_hint] + r.render_report()
@@ -238,12 +239,12 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
         unet_map.change(None, unet_map, None, js=m.ADD_FRAMES_JS, queue=False)  # Gradio's Plot drops plotly frames
 
         # a recorded example replays on the CPU beside generation, a few at once, never in the GPU queue
-        replay_event = recorded.click(g.replay, [recorded, block, view], outputs + [prompt, seed, steps],
+        replay_event = recorded.click(rp.replay, [recorded, block, view], outputs + [prompt, seed, steps],
                                       api_name="replay_example", concurrency_id="replay", concurrency_limit=4,
                                       api_visibility="private")  # named: else it takes "replay" from the API event
         stop.click(None, None, None, cancels=[replay_event])
         api_replay = gr.Button(visible=False)
-        api_replay.click(g.replay_api, [prompt, seed], [image, counter, gr.JSON(visible=False), status],
+        api_replay.click(rp.replay_api, [prompt, seed], [image, counter, gr.JSON(visible=False), status],
                          api_name="replay", concurrency_id="replay", concurrency_limit=4)
         block.change(lambda b: gr.update(value=b) if b in m.map_names() else gr.skip(), block, map_block, **none)
     return demo
