@@ -143,6 +143,7 @@ def free_port() -> int:
 class Served:
     url: str  # http://127.0.0.1:<port>/
     demo: object  # the gr.Blocks
+    app: object  # its sdviz.ui.App (demo.sdviz): the model, the bundle, the handlers
 
 
 @contextmanager
@@ -154,7 +155,7 @@ def _served(*args, **kwargs):
     # launch returns once the server answers; the model loads behind the served page, as for a visitor
     ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield Served(f"http://127.0.0.1:{port}/", demo)
+        yield Served(f"http://127.0.0.1:{port}/", demo, demo.sdviz)
     finally:
         demo.close()
 
@@ -162,7 +163,7 @@ def _served(*args, **kwargs):
 @pytest.fixture(scope="session")
 def launch_app():
     """`with launch_app(model, device, bundle, ratings, **create_app_kwargs) as served:` the app served on a free
-    port of 127.0.0.1 (served.url, served.demo), closed when the block ends."""
+    port of 127.0.0.1 (served.url, served.demo, served.app), closed when the block ends."""
     return _served
 
 

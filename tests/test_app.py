@@ -96,16 +96,14 @@ def test_long_emoji_non_latin_and_html_prompts_work_and_are_reported(client):
         assert len(decoded) == 2
 
 
-def test_cancelling_a_run_leaves_no_hooks_and_the_next_run_is_correct(client, tiny_pipe):
+def test_cancelling_a_run_leaves_no_hooks_and_the_next_run_is_correct(client, tiny_pipe, served):
     import time
-
-    from sdviz import ui
 
     job = client.submit("a photo of a dog", 0, 50, 7.5, api_name="/generate")
     time.sleep(1.0)
     job.cancel()
     time.sleep(1.0)
-    pipe = ui.APP.pipe
+    pipe = served.app.pipe
     deadline = time.time() + 30
     while all_hooks(pipe.unet, pipe.text_encoder) and time.time() < deadline:
         time.sleep(0.2)

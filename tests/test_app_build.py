@@ -9,8 +9,6 @@ from conftest import OUTPUT
 
 @pytest.mark.browser
 def test_the_app_builds_a_missing_bundle_and_shows_it_without_a_reload(subset_csv, tmp_path, launch_app, browser_page):
-    from sdviz.ui import state
-
     bundle = tmp_path / "probes" / "tiny"
     with launch_app("tiny", "cpu", str(bundle), str(subset_csv), build_cache=str(tmp_path / "cache")) as served:
         with browser_page(1400, 1100) as page:
@@ -23,7 +21,7 @@ def test_the_app_builds_a_missing_bundle_and_shows_it_without_a_reload(subset_cs
             assert page.locator("#build-progress progress").count() == 1
             page.screenshot(path=str(OUTPUT / "build-progress.png"), full_page=True)
             progress.wait_for(state="hidden", timeout=600000)  # the build is done: the poll hides it
-            assert state.STATE.bundle is not None, state.STATE.build_error
+            assert served.app.bundle is not None, served.app.build_error
             page.locator("#block input").wait_for(timeout=30000)
             page.locator("#prompt textarea").fill("a photo of a dog")
             page.locator("#run").click()

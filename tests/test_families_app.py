@@ -8,7 +8,7 @@ from conftest import pipe_modules, sdviz_hooks
 
 @pytest.fixture(scope="module", params=["tiny-sd2", "tiny-sdxl"])
 def family_app(request, words24_csv, family_bundle, launch_app):
-    """(model, bundle path, client) of an app serving that family's stand-in with its own 24-word bundle."""
+    """(model, bundle path, client, app) of an app serving that family's stand-in with its own 24-word bundle."""
     from gradio_client import Client
 
     from sdviz.models import load_pipeline
@@ -16,14 +16,14 @@ def family_app(request, words24_csv, family_bundle, launch_app):
     model = request.param
     bundle = family_bundle(load_pipeline(model, device="cpu"))
     with launch_app(model, "cpu", str(bundle), str(words24_csv)) as served:
-        yield model, bundle, Client(served.url, verbose=False)
+        yield model, bundle, Client(served.url, verbose=False), served.app
 
 
 def test_the_app_streams_and_decodes_each_familys_representations_like_the_library(family_app):
-    from sdviz import stream, ui
+    from sdviz import stream
     from sdviz.probes import load_bundle
 
-    model, bundle_path, client = family_app
+    model, bundle_path, client, app = family_app
     job = client.submit("a photo of a violin", 5, 2, 3.0, api_name="/generate")
     updates = list(job)
     image, counter, decoded, status = job.outputs()[-1]
@@ -34,7 +34,7 @@ def test_the_app_streams_and_decodes_each_familys_representations_like_the_libra
     assert ("clip2.pooled" in last) == (model == "tiny-sdxl")
     assert len(last["unet.mid"]) == 65
     # exactly what the library decodes from its own stream of the same run
-    pipe = ui.APP.pipe
+    pipe = app.pipe
     assert pipe.sdviz.model_id == model
     bundle = load_bundle(bundle_path)
     records = list(stream(pipe, "a photo of a violin", seed=5, steps=2, guidance=3.0))

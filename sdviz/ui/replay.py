@@ -1,8 +1,8 @@
 """Recorded runs in the app: the Generate tab's recorded examples and the /replay API.
 
 A replay streams a run from disk (record.RecordedRun.records) through the very loops a live run uses
-(generate.stream_ui, generate.stream_api): no model, no GPU. Its events run on the CPU beside generation,
-a few at once, never in the GPU queue (concurrency id "replay").
+(`GenerateHandlers.stream_ui`, `stream_api`): no model, no GPU. Its events run on the CPU beside generation,
+a few at once, never in the GPU queue (concurrency id "replay"). The handlers are methods of `ui.app.App`.
 """
 
 import time
@@ -11,8 +11,7 @@ from collections.abc import Iterable, Iterator
 import gradio as gr
 
 from ..errors import SdvizError
-from . import state as st
-from .generate import RunContext, _errors_as_gr, stream_api, stream_ui
+from .generate import RunContext, errors_as_gr
 from .state import md
 
 REPLAY_STEP_S = 0.08  # a replay is paced a little so the image visibly forms; the API replays at full speed
@@ -20,13 +19,6 @@ REPLAY_STEP_S = 0.08  # a replay is paced a little so the image visibly forms; t
 
 def recorded_label(run) -> str:
     return f"recorded with {run.model} — replays instantly"
-
-
-def recorded_samples() -> list[list[str]]:
-    """The Generate tab's recorded examples: one row per run, its prompt (and settings when prompts repeat)."""
-    runs = st.STATE.recordings if st.STATE else []
-    prompts = [r.prompt for r in runs]
-    return [[r.prompt if prompts.count(r.prompt) == 1 else f"{r.prompt} (seed {r.seed}, {r.steps} steps)"] for r in runs]
 
 
 def _recorded_status(run, status):
@@ -43,39 +35,45 @@ def _paced(records: Iterable, seconds: float) -> Iterator:
         yield record
 
 
-def _recorded(index):
-    runs = st.STATE.recordings if st.STATE else []
-    try:
-        return runs[int(index)]
-    except (TypeError, ValueError, IndexError):
-        raise SdvizError("That recorded run is no longer available; reload the page.") from None
+class ReplayHandlers:
+    """The recorded runs' handlers: a part of `ui.app.App` (self is the app; its state is `state.AppState`)."""
 
+    def recorded_samples(self) -> list[list[str]]:
+        """The Generate tab's recorded examples: one row per run, its prompt (and settings when prompts repeat)."""
+        runs = self.recordings
+        prompts = [r.prompt for r in runs]
+        return [[r.prompt if prompts.count(r.prompt) == 1 else f"{r.prompt} (seed {r.seed}, {r.steps} steps)"] for r in runs]
 
-@_errors_as_gr
-def replay(index, block, view):
-    """A click on a recorded example: fill prompt, seed and steps, and stream the run from disk through the
-    same loop as a live run (no Run press, no model, no GPU)."""
-    st.STATE.wait_ready()
-    run = _recorded(index)
-    ctx = RunContext.for_prompt(run.prompt)
-    skip = gr.skip()
-    for i, out in enumerate(stream_ui(_paced(run.records(), REPLAY_STEP_S), ctx, block, view, live=False)):
-        *page, status = out
-        filled = (run.prompt, run.seed, run.steps) if i == 0 else (skip, skip, skip)
-        yield (*page, _recorded_status(run, status), *filled)
+    def _recorded(self, index):
+        try:
+            return self.recordings[int(index)]
+        except (TypeError, ValueError, IndexError):
+            raise SdvizError("That recorded run is no longer available; reload the page.") from None
 
+    @errors_as_gr
+    def replay(self, index, block, view):
+        """A click on a recorded example: fill prompt, seed and steps, and stream the run from disk through the
+        same loop as a live run (no Run press, no model, no GPU)."""
+        self.wait_ready()
+        run = self._recorded(index)
+        ctx = RunContext.for_prompt(self, run.prompt)
+        skip = gr.skip()
+        for i, out in enumerate(self.stream_ui(_paced(run.records(), REPLAY_STEP_S), ctx, block, view, live=False)):
+            *page, status = out
+            filled = (run.prompt, run.seed, run.steps) if i == 0 else (skip, skip, skip)
+            yield (*page, _recorded_status(run, status), *filled)
 
-@_errors_as_gr
-def replay_api(prompt, seed):
-    """The scripted replay (api_name="replay"): the recorded run of this prompt and seed, streamed exactly like
-    /generate (same outputs, same decoded JSON)."""
-    from ..record import find_run
+    @errors_as_gr
+    def replay_api(self, prompt, seed):
+        """The scripted replay (api_name="replay"): the recorded run of this prompt and seed, streamed exactly like
+        /generate (same outputs, same decoded JSON)."""
+        from ..record import find_run
 
-    st.STATE.wait_ready()
-    run = find_run(st.STATE.recordings, str(prompt or ""), int(seed) if seed is not None else None)
-    if run is None:
-        raise SdvizError(f"No recorded run for this prompt and seed; the recorded ones are: "
-                         f"{'; '.join(r.prompt for r in st.STATE.recordings) or 'none'}.")
-    ctx = RunContext.for_prompt(run.prompt)
-    for image, counter, decoded, status in stream_api(run.records(), ctx):
-        yield image, counter, decoded, _recorded_status(run, status)
+        self.wait_ready()
+        run = find_run(self.recordings, str(prompt or ""), int(seed) if seed is not None else None)
+        if run is None:
+            raise SdvizError(f"No recorded run for this prompt and seed; the recorded ones are: "
+                             f"{'; '.join(r.prompt for r in self.recordings) or 'none'}.")
+        ctx = RunContext.for_prompt(self, run.prompt)
+        for image, counter, decoded, status in self.stream_api(run.records(), ctx):
+            yield image, counter, decoded, _recorded_status(run, status)

@@ -1,5 +1,6 @@
-"""What every visitor shares: the model, its probe bundle, the ratings, and the start-up work.
+"""What every visitor of one app shares: the model, its probe bundle, the ratings, and the start-up work.
 
+`AppState` is the state half of `ui.app.App` (its handlers are the other half); one per `create_app`.
 Nothing heavy happens at import or in `create_app`: the model loads in a background thread after
 the page is served (`AppState.start`), and a missing bundle is built there too when ratings are at
 hand. The page polls `AppState.version` to learn what changed, so nothing needs a reload.
@@ -66,7 +67,7 @@ def shown_path(path) -> str:
         return path.name
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # one object, compared and hashed by identity (Gradio and ZeroGPU hash its methods)
 class AppState:
     model: str
     device: str | None
@@ -90,6 +91,8 @@ class AppState:
     version: int = 0  # bumped on every change the page should show
     step_seconds: float | None = None  # measured per-step time of live runs, for the estimate
     recordings: list = field(default_factory=list)  # record.RecordedRun of the running model: the page's examples
+    csv_dir: Path | None = None  # where the CSVs visitors ask for are written (made on the first request)
+    page: object = None  # layout.Page: the components the start-up poll updates (set when the page is built)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -300,12 +303,3 @@ class watch_tqdm:
 
     def __exit__(self, *exc):
         self.cls.__init__ = self.init
-
-
-STATE: AppState | None = None
-
-
-def set_state(state: AppState) -> AppState:
-    global STATE
-    STATE = state
-    return state
