@@ -60,7 +60,7 @@ def test_a_damaged_bundle_leaves_the_app_serving_and_generating_without_bars(cas
     assert app.render_maps(None, history)[3] == f"*{app.bundle_note}*"
     assert app.render_report()[0] == f"*{app.bundle_note}*"
     polled = app.poll(-1)
-    assert polled[3]["interactive"] is True and app.bundle_note in polled[2]
+    assert polled[app.page.run]["interactive"] is True and app.bundle_note in polled[app.page.status]
 
 
 def test_two_apps_in_one_process_share_nothing(tiny_bundle, subset_csv, tmp_path):

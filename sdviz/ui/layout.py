@@ -9,6 +9,7 @@ are the page-wide ones (the start-up poll, /status, the time estimate).
 """
 
 import html
+from dataclasses import dataclass, fields
 
 import gradio as gr
 
@@ -59,7 +60,32 @@ def _banner_text() -> str:
     return f"⚠️ **{TINY_SENTENCE}**"
 
 
-N_POLLED = 10 + 2 * r.REPORT_SLOTS + 3
+@dataclass
+class Page:
+    """The components the start-up poll updates (`App.page`): `PageHandlers.poll` returns {component: update} for
+    those that changed."""
+
+    banner: gr.Markdown
+    details: gr.Accordion
+    status: gr.Markdown
+    run: gr.Button
+    block: gr.Dropdown
+    hint: gr.Markdown
+    map_block: gr.Dropdown
+    recorded: gr.Dataset
+    map_caption: gr.Markdown
+    report: list  # the Report tab's intro, then each slot's caption and figure, as ReportHandlers.render_report lists them
+    build_box: gr.HTML
+    seen: gr.State  # the version of the app this page last showed
+    timer: gr.Timer
+
+    def components(self) -> list:
+        """Every component above, the report's flattened: the poll's outputs."""
+        out = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out += value if isinstance(value, list) else [value]
+        return out
 
 
 class PageHandlers:
@@ -71,15 +97,16 @@ class PageHandlers:
             return self._poll(seen)
         except Exception:  # noqa: BLE001 - a start-up poll must never put an error in front of a visitor
             st.log.exception("poll failed")
-            return [gr.skip()] * N_POLLED
+            return gr.skip()  # every output left as it is
 
-    def _poll(self, seen: int):
+    def _poll(self, seen: int) -> dict:
+        page = self.page
         settled = self.phase in ("ready", "failed") and not self.building
         timer = gr.Timer(active=not settled)
-        skip = gr.skip()
-        progress = self._progress_html() if self.building else (gr.update(visible=False) if seen != self.version or settled else skip)
+        off = gr.update(visible=False) if seen != self.version or settled else gr.skip()  # no build: hidden once
+        progress = self._progress_html() if self.building else off
         if seen == self.version:
-            return [skip] * (9 + 1 + 2 * r.REPORT_SLOTS) + [progress, seen, timer]
+            return {page.build_box: progress, page.timer: timer}  # components left out are left as they are
         tiny = self.pipe is not None and (self.pipe.sdviz.is_tiny or self.pipe.sdviz.warning)
         banner = gr.update(value=_banner_text(), visible=bool(tiny))
         details = gr.update(visible=bool(tiny))
@@ -102,8 +129,10 @@ class PageHandlers:
             f"Recorded runs, click one ({recorded_label(self.recordings[0])})" if samples else None))
         hint = gr.update(value=self.placeholder())
         maps_hint = gr.update(value="" if names else f"*{self.bundle_note or 'The maps appear when the probe bundle is ready.'}*")
-        return ([banner, details, status.strip(), run, block, hint, map_block, recorded, maps_hint] + self.render_report()
-                + [progress, self.version, timer])
+        return {page.banner: banner, page.details: details, page.status: status.strip(), page.run: run, page.block: block,
+                page.hint: hint, page.map_block: map_block, page.recorded: recorded, page.map_caption: maps_hint,
+                **dict(zip(page.report, self.render_report(), strict=True)),
+                page.build_box: progress, page.seen: self.version, page.timer: timer}
 
     def _progress_html(self):
         what, fraction = self.build_progress()
@@ -200,10 +229,10 @@ def build_page(app) -> gr.Blocks:
         explore.add_tabs(app, dict(concurrency_id="gpu", concurrency_limit=1), none)  # Steer, Compare, CLIP layers
 
         timer = gr.Timer(0.5)
-        poll_out = ([banner, details, status, run, block, hint, map_block, recorded, map_caption, report_intro]
-                    + report_parts + [build_box, seen, timer])
-        timer.tick(app.poll, seen, poll_out, show_progress="hidden", **none)
-        demo.load(app.poll, seen, poll_out, show_progress="hidden", **none)
+        app.page = Page(banner, details, status, run, block, hint, map_block, recorded, map_caption,
+                        [report_intro, *report_parts], build_box, seen, timer)
+        timer.tick(app.poll, seen, app.page.components(), show_progress="hidden", **none)
+        demo.load(app.poll, seen, app.page.components(), show_progress="hidden", **none)
 
         inputs = [prompt, seed, steps, guidance, block, view]
         outputs = [image, counter, takeaway, bars, closeness, hint, history, scrub, status]

@@ -92,7 +92,7 @@ class AppState:
     step_seconds: float | None = None  # measured per-step time of live runs, for the estimate
     recordings: list = field(default_factory=list)  # record.RecordedRun of the running model: the page's examples
     csv_dir: Path | None = None  # where the CSVs visitors ask for are written (made on the first request)
-    page: object = None  # layout.Page: the components the start-up poll updates (set when the page is built)
+    page: object = None  # layout.Page: the components the start-up poll updates (set by layout.build_page)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
