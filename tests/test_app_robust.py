@@ -1,6 +1,7 @@
 """The app on damaged bundles and its start-up: it serves, generates without bars, and says one sentence."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,31 @@ def test_two_apps_in_one_process_share_nothing(tiny_bundle, subset_csv, tmp_path
     assert set(good_run[6][-1]["decoded"]) >= {"clip.pooled", "unet.mid"} and bad_run[6][-1]["decoded"] == {}
     assert good.step_seconds is not None and bad.step_seconds is not None  # each measures its own runs
     assert good.render_report()[0].startswith("**") and bad.render_report()[0] == f"*{bad.bundle_note}*"
+
+
+def test_two_builds_at_once_each_see_their_own_progress_bars():
+    import threading
+
+    from tqdm import std, tqdm
+
+    from sdviz.ui.state import watch_tqdm
+
+    original, barrier, seen = std.tqdm.__dict__["__init__"], threading.Barrier(2), {}
+
+    def build(name):
+        with watch_tqdm([]) as bars:
+            barrier.wait()  # both watch at once
+            for _ in tqdm(range(3), desc=name, disable=False, file=open(os.devnull, "w")):
+                pass
+            barrier.wait()  # neither stops watching before the other's bar exists
+        seen[name] = [b.desc for b in bars]
+
+    threads = [threading.Thread(target=build, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"a": ["a"], "b": ["b"]} and std.tqdm.__dict__["__init__"] is original  # tqdm as it was
 
 
 def test_bundle_and_prompt_text_is_escaped_for_markdown_and_paths_are_relative():

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,13 +41,6 @@ def _default_bundle(slug: str) -> Path:
     """The running model's bundle when none is named: ./probes/<slug>, the checkout's probes/<slug>, then the
     user data folder (io.find_bundle); where none exists, the user data folder, where the automatic build writes."""
     return find_bundle(slug) or bundle_dir(slug)
-
-
-def _load_bundle(path: Path):
-    """Load and check a bundle; raises SdvizError (or anything else, for a damaged one)."""
-    from ..probes import load_bundle
-
-    return load_bundle(path)
 
 
 # -- text shown to visitors ------------------------------------------------------------------------
@@ -184,7 +178,7 @@ class AppState:
     def reload_bundle(self) -> None:
         """Load, check and prepare the bundle; any defect leaves the app running without bars."""
         from ..plots import best_per_step, reference_names
-        from ..probes import check_bundle_matches
+        from ..probes import check_bundle_matches, load_bundle
         from .figures import page_figures
 
         self.bundle, self.clip_name, self.unet_names, self.report_figures = None, None, [], []
@@ -200,7 +194,7 @@ class AppState:
             self.bundle_note = self._missing_note(path)
             return
         try:
-            bundle = _load_bundle(path)
+            bundle = load_bundle(path)  # checked: raises SdvizError (or anything else, for a damaged one)
             check_bundle_matches(bundle, self.pipe)
             refs = reference_names(bundle.report)
             best = best_per_step(bundle.report)
@@ -280,26 +274,36 @@ class AppState:
         self.step_seconds = seconds if self.step_seconds is None else 0.7 * self.step_seconds + 0.3 * seconds
 
 
-class watch_tqdm:
-    """Collect the tqdm bars this thread creates (the build's extract/probes/maps stages) into `bars`."""
+_WATCHED: dict[int, list] = {}  # thread id -> the list its tqdm bars go to (watch_tqdm); tqdm is process-wide
+_WATCH_LOCK = threading.Lock()
 
-    def __init__(self, bars: list):
-        self.bars = bars
 
-    def __enter__(self):
-        from tqdm import std
+@contextmanager
+def watch_tqdm(bars: list):
+    """Collect the tqdm bars this thread creates (the build's extract/probes/maps stages) into `bars`. tqdm is
+    patched once while any thread watches and restored after the last, so two apps building at once each see
+    their own bars."""
+    from tqdm import std
 
-        self.cls, self.init = std.tqdm, std.tqdm.__init__
-        me, bars, init = threading.get_ident(), self.bars, self.init
+    me = threading.get_ident()
+    with _WATCH_LOCK:
+        if not _WATCHED:
+            init = std.tqdm.__init__
 
-        def __init__(bar, *args, **kwargs):
-            init(bar, *args, **kwargs)
-            if threading.get_ident() == me and not getattr(bar, "disable", True):
-                bar.mininterval = 0.2  # iterating bars update .n only when they refresh
-                bars.append(bar)
+            def __init__(bar, *args, **kwargs):
+                init(bar, *args, **kwargs)
+                into = _WATCHED.get(threading.get_ident())
+                if into is not None and not getattr(bar, "disable", True):
+                    bar.mininterval = 0.2  # iterating bars update .n only when they refresh
+                    into.append(bar)
 
-        self.cls.__init__ = __init__
-        return self
-
-    def __exit__(self, *exc):
-        self.cls.__init__ = self.init
+            __init__.unwatched = std.tqdm.__dict__["__init__"]  # as defined (tqdm wraps it): restored as it was
+            std.tqdm.__init__ = __init__
+        _WATCHED[me] = bars
+    try:
+        yield bars
+    finally:
+        with _WATCH_LOCK:
+            del _WATCHED[me]
+            if not _WATCHED:
+                std.tqdm.__init__ = std.tqdm.__dict__["__init__"].unwatched
