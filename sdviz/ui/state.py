@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SdvizError
-from ..hub import is_hub_id, offline, on_space
+from ..hub import is_hub_id, offline, on_space, resolve_bundle
 from ..io import ROOT, bundle_dir, find_bundle
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,6 @@ READY_TIMEOUT_S = 600.0  # an API request that arrives while the model loads wai
 def _resolve_bundle(spec: str) -> Path:
     """A bundle named on the command line or in SDVIZ_BUNDLE -> a local folder: a folder, or a Hub id
     OWNER/NAME[@revision] downloaded into the HF cache (hub.resolve_bundle)."""
-    from ..hub import resolve_bundle
-
     if not is_hub_id(spec):
         return Path(spec).expanduser()  # a folder, possibly still to be built by the automatic build
     return resolve_bundle(spec)
