@@ -8,6 +8,9 @@ unknown repo, refused token, no network) becomes one `SdvizError` that says what
 
 The model card (README.md) is generated into a staging copy at each push: the user's bundle folder
 is never modified, and any README.md already in it is replaced on the Hub by the generated card.
+
+Also the one place for three questions asked across sdviz: is this a Hub id (`is_hub_id`), are we offline
+(`offline`), are we on a Space (`on_space`).
 """
 
 import os
@@ -18,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import huggingface_hub as hf
+from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -54,12 +58,23 @@ def parse_hub_id(spec: str) -> tuple[str, str | None]:
     return match["repo"], match["rev"]
 
 
-def looks_like_hub_id(spec) -> bool:
-    return isinstance(spec, str) and HUB_ID.match(spec.strip()) is not None
+def is_hub_id(spec) -> bool:
+    """Whether `spec`, where a folder or a Hub repository is accepted, names the repository: it reads
+    OWNER/NAME[@revision] and nothing of that name exists here (a local folder always wins)."""
+    return (isinstance(spec, str) and HUB_ID.match(spec.strip()) is not None
+            and not Path(spec.strip()).expanduser().exists())
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off")
+def offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as huggingface_hub reads it, read now: a test or a user may set
+    it after huggingface_hub was imported."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in ENV_VARS_TRUE_VALUES
+
+
+def on_space() -> bool:
+    """True when running on a Hugging Face Space (it sets SPACE_ID): public, so safe defaults are stricter."""
+    return bool(os.environ.get("SPACE_ID"))
 
 
 def _is_network_error(err: BaseException) -> bool:
@@ -86,10 +101,12 @@ def _hub_errors(action: str, repo_id: str, revision: str | None = None, repo_typ
         raise SdvizError(f"No {repo_type} repository {where} on the Hugging Face Hub (or it is private and your token "
                          "cannot see it): check the id, or log in with `hf auth login` / set HF_TOKEN.") from None
     except LocalEntryNotFoundError as err:  # snapshot_download: not reachable and not in the cache
-        if _offline():
+        if offline():
+            fetch = (f"run `python -m sdviz bundle pull {where}` once with network access, or pass a local bundle "
+                     "folder instead." if repo_type == "model" else
+                     "use it once with network access (it is cached then), or pass a local folder instead.")
             raise SdvizError(f"HF_HUB_OFFLINE is set and {where} is not in the Hugging Face cache: unset HF_HUB_OFFLINE "
-                             f"and run `python -m sdviz bundle pull {where}` once with network access, "
-                             "or pass a local bundle folder instead.") from None
+                             f"and {fetch}") from None
         raise SdvizError(f"Could not {action} {where}: the Hub could not be reached and no complete copy is in the "
                          f"Hugging Face cache ({str(err).splitlines()[0][:160]}). Check your connection and retry.") from None
     except HfHubHTTPError as err:
@@ -110,7 +127,7 @@ def _hub_errors(action: str, repo_id: str, revision: str | None = None, repo_typ
 
 
 def _token_for_upload(token: str | None) -> str:
-    if _offline():
+    if offline():
         raise SdvizError("HF_HUB_OFFLINE is set, so nothing can be pushed: unset it (or set HF_HUB_OFFLINE=0) and retry.")
     token = token or hf.get_token()
     if not token:
@@ -173,7 +190,7 @@ def pull_folder(spec: str, *, repo_type: str = "model", token: str | None = None
 # --- probe bundles -------------------------------------------------------------------------------------------------
 
 def _is_hub_model(model) -> bool:
-    return looks_like_hub_id(model) and "@" not in model and not os.path.isdir(model)
+    return is_hub_id(model) and "@" not in model
 
 
 def bundle_card(bundle, repo_id: str | None = None) -> str:
@@ -256,13 +273,11 @@ def pull_bundle(spec: str, *, token: str | None = None, cache_dir=None) -> Path:
 
 def resolve_bundle(spec, *, token: str | None = None, cache_dir=None) -> Path:
     """Where a bundle is accepted: an existing folder as is; else a Hub id (OWNER/NAME[@rev]) is pulled."""
-    if isinstance(spec, Path) or not looks_like_hub_id(str(spec)):
+    if isinstance(spec, Path) or not is_hub_id(spec):
         if Path(spec).is_dir():
             return Path(spec)
         raise SdvizError(f"No bundle folder at {spec}, and it is not a Hub id (OWNER/NAME[@revision]): build one with "
                          "`python -m sdviz build`, or pass a folder or a Hub id.")
-    if Path(spec).is_dir():
-        return Path(spec)
     try:
         return pull_bundle(spec, token=token, cache_dir=cache_dir)
     except SdvizError as err:

@@ -18,6 +18,7 @@ import torch
 from .config import DEFAULT_MODEL, DEFAULT_SCHEDULER, SAFETY_CHECKER_ID, TINY_MODEL, TINY_MODELS
 from .errors import SdvizError
 from .families import SDXL, SUPPORTED, detect
+from .hub import offline, on_space
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,6 @@ def resolve_dtype(dtype, device: str) -> torch.dtype:
     return table[dtype]
 
 
-def on_space() -> bool:
-    """True when running on a Hugging Face Space (it sets SPACE_ID): public, so safe defaults are stricter."""
-    return bool(os.environ.get("SPACE_ID"))
-
-
 def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, scheduler: str = DEFAULT_SCHEDULER):
     """Return a ready diffusers pipeline for `model` (`StableDiffusionPipeline` or `StableDiffusionXLPipeline`).
 
@@ -137,10 +133,9 @@ def _load_error(model: str, err: Exception) -> SdvizError:
             "with safetensors weights (sdviz never loads pickled .bin/.ckpt weights) "
             "(re-download it with `huggingface-cli download <id> --local-dir <folder>`), or use --model tiny."
         )
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     return SdvizError(
         f"Could not load '{model}' from the Hugging Face cache or hub ({type(err).__name__}: {str(err)[:200]}). "
-        + ("HF_HUB_OFFLINE is set, so only the local cache was searched. " if offline else "")
+        + ("HF_HUB_OFFLINE is set, so only the local cache was searched. " if offline() else "")
         + f"Check the model id (it needs safetensors weights), pre-download it with `huggingface-cli download {model}`, "
         "or use --model tiny."
     )

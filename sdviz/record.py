@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,13 +34,13 @@ from . import __version__
 from .capture import StepRecord, check_run_args, is_per_step, stream
 from .config import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MAX_STEPS
 from .errors import SdvizError
+from .hub import is_hub_id, pull_folder
 from .io import ROOT, atomic_write
 
 FORMAT, RUN_FORMAT, VERSION = "sdviz-recordings", "sdviz-run", 1
 INDEX_FIELDS = ("id", "prompt", "seed", "steps", "guidance", "model", "is_tiny", "bundle_model", "sdviz_version", "created")
 _NAME = re.compile(r"clip2?\.(pooled|mean|cond|layer\d{1,3})|unet\.(down\d{1,2}|mid|up\d{1,2})|latents")
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,80}")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
 _PNG = b"\x89PNG\r\n\x1a\n"
 log = logging.getLogger(__name__)
 MAX_FEATURE_DIM = 1 << 20  # far above any real block width; guards against absurd shapes in a user file
@@ -450,30 +449,22 @@ def _load_folder(root: Path) -> list[RecordedRun]:
     return runs
 
 
-def _download(spec: str) -> Path:
-    """Download the Hub dataset repo 'OWNER/NAME[@rev]' (cached by huggingface_hub) and return its local folder."""
-    from huggingface_hub import snapshot_download
-
-    repo, _, revision = spec.partition("@")
-    return Path(snapshot_download(repo_id=repo, repo_type="dataset", revision=revision or None))
-
-
 def load_recordings(spec: str | Path) -> list[RecordedRun]:
     """All runs of a recordings folder, or of a Hub dataset repo 'OWNER/NAME[@rev]'; an empty folder gives []."""
     path = Path(spec)
     if not path.exists():
         text = str(spec).strip()
-        if isinstance(spec, Path) or not _HUB_ID.fullmatch(text):
+        if isinstance(spec, Path) or not is_hub_id(text):
             raise SdvizError(f"No recordings folder at {spec}. Give a folder written by `python -m sdviz record`, "
                              "or a Hugging Face dataset id such as OWNER/NAME.")
         try:
-            path = _download(text)
-        except (OSError, ValueError) as err:  # offline, not found, no access: huggingface_hub raises OSError subclasses
-            offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+            path = pull_folder(text, repo_type="dataset")  # cached by huggingface_hub; offline, the cache alone
+        except SdvizError as err:  # pull_folder's sentence says what to do (offline, not found, no access)
+            raise SdvizError(f"No local folder '{text}', and the Hub dataset '{text}' could not be downloaded: {err}") from None
+        except OSError as err:  # the disk, or a network error huggingface_hub did not name
             raise SdvizError(f"No local folder '{text}', and the Hub dataset '{text}' could not be downloaded "
-                             f"({type(err).__name__}: {str(err)[:200]}). "
-                             + ("HF_HUB_OFFLINE is set, so only the local cache was searched. " if offline else "")
-                             + "Check the id and your network, or give a local folder.") from None
+                             f"({type(err).__name__}: {str(err)[:200]}). Check the id and your network, or give a "
+                             "local folder.") from None
     if not path.is_dir():
         raise SdvizError(f"{path} is a file, not a recordings folder. Give the folder `python -m sdviz record` wrote.")
     return _load_folder(path)

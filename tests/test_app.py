@@ -1,33 +1,21 @@
 """End-to-end tests of the Gradio app on the tiny model: gradio_client against a locally launched app,
 and a real browser (Debian's chromium driven by Playwright)."""
 
-import shutil
-import socket
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-from conftest import all_hooks
-
-ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "test-output"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import LABEL_CORNERS, OUTPUT, all_hooks, overlaps
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_bundle, subset_csv):
-    from sdviz import ui
+def served(launch_app, tiny_bundle, subset_csv):
+    with launch_app("tiny", "cpu", str(tiny_bundle), str(subset_csv)) as app:
+        yield app
 
-    demo = ui.create_app("tiny", "cpu", str(tiny_bundle), str(subset_csv))
-    port = _free_port()
-    ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+
+@pytest.fixture(scope="module")
+def app_url(served):
+    return served.url
 
 
 @pytest.fixture(scope="module")
@@ -108,16 +96,14 @@ def test_long_emoji_non_latin_and_html_prompts_work_and_are_reported(client):
         assert len(decoded) == 2
 
 
-def test_cancelling_a_run_leaves_no_hooks_and_the_next_run_is_correct(client, tiny_pipe):
+def test_cancelling_a_run_leaves_no_hooks_and_the_next_run_is_correct(client, tiny_pipe, served):
     import time
-
-    from sdviz import ui
 
     job = client.submit("a photo of a dog", 0, 50, 7.5, api_name="/generate")
     time.sleep(1.0)
     job.cancel()
     time.sleep(1.0)
-    pipe = ui.APP.pipe
+    pipe = served.app.pipe
     deadline = time.time() + 30
     while all_hooks(pipe.unet, pipe.text_encoder) and time.time() < deadline:
         time.sleep(0.2)
@@ -127,21 +113,9 @@ def test_cancelling_a_run_leaves_no_hooks_and_the_next_run_is_correct(client, ti
     assert after == again and len(after) == 3
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.browser
-def test_real_browser_runs_a_prompt_and_shows_bars_image_and_maps(app_url):
-    assert _chromium(), "the browser test needs Debian's chromium on PATH: apt-get install -y chromium"
-    from playwright.sync_api import sync_playwright
-
-    OUTPUT.mkdir(exist_ok=True)
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=args)
-        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+def test_real_browser_runs_a_prompt_and_shows_bars_image_and_maps(app_url, browser_page):
+    with browser_page(1400, 1500) as page:
         page.goto(app_url, wait_until="domcontentloaded")  # gradio keeps a connection open: never "networkidle"
         page.locator("#tiny-banner").wait_for(timeout=30000)
         box = page.locator("#prompt textarea")
@@ -164,14 +138,7 @@ def test_real_browser_runs_a_prompt_and_shows_bars_image_and_maps(app_url):
         page.locator("#report-tab .js-plotly-plot").first.wait_for(timeout=30000)
         page.wait_for_timeout(800)
         page.screenshot(path=str(OUTPUT / "report.png"), full_page=True)
-        browser.close()
     assert (OUTPUT / "generate.png").stat().st_size > 20000
-
-
-def _browser(p):
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-    return p.chromium.launch(executable_path=_chromium(), headless=True, args=args)
 
 
 def _run_in_page(page, prompt: str, steps: int) -> None:
@@ -199,43 +166,10 @@ def _run_in_page(page, prompt: str, steps: int) -> None:
     page.locator("#bars .js-plotly-plot").wait_for(timeout=30000)
 
 
-_LABEL_CORNERS = """els => els.map(el => {
-    const b = el.getBBox(), m = el.getScreenCTM();
-    return [[b.x, b.y], [b.x + b.width, b.y], [b.x + b.width, b.y + b.height], [b.x, b.y + b.height]]
-        .map(([x, y]) => [m.a * x + m.c * y + m.e, m.b * x + m.d * y + m.f]);
-})"""
-
-
-def _overlaps(quads: list) -> list[tuple[int, int]]:
-    """Pairs of (possibly rotated) label rectangles that overlap by more than a pixel (separating axis test)."""
-    def project(quad, axis):
-        values = [x * axis[0] + y * axis[1] for x, y in quad]
-        return min(values), max(values)
-
-    def axes(quad):
-        for (x0, y0), (x1, y1) in zip(quad, quad[1:] + quad[:1]):
-            n = ((y1 - y0) ** 2 + (x1 - x0) ** 2) ** 0.5 or 1.0
-            yield (-(y1 - y0) / n, (x1 - x0) / n)
-
-    out = []
-    for i, a in enumerate(quads):
-        for j, b in enumerate(quads[i + 1:], i + 1):
-            if all(min(project(a, ax)[1], project(b, ax)[1]) - max(project(a, ax)[0], project(b, ax)[0]) > 1
-                   for ax in [*axes(a), *axes(b)]):
-                out.append((i, j))
-    return out
-
-
 @pytest.mark.browser
 @pytest.mark.parametrize("width", [390, 768, 1400])
-def test_every_screen_width_reads_cleanly_and_agrees_on_the_step(app_url, width):
-    assert _chromium(), "the browser test needs Debian's chromium on PATH: apt-get install -y chromium"
-    from playwright.sync_api import sync_playwright
-
-    OUTPUT.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = _browser(p)
-        page = browser.new_page(viewport={"width": width, "height": 900})
+def test_every_screen_width_reads_cleanly_and_agrees_on_the_step(app_url, browser_page, width):
+    with browser_page(width) as page:
         page.goto(app_url, wait_until="domcontentloaded")
         page.locator("#tiny-banner").wait_for(timeout=60000)
         _run_in_page(page, "a photo of a dog", 3)
@@ -254,8 +188,8 @@ def test_every_screen_width_reads_cleanly_and_agrees_on_the_step(app_url, width)
             page.get_by_label(view).check()
             page.wait_for_timeout(1200)
             page.screenshot(path=str(OUTPUT / f"generate-{width}-{view.split()[0]}.png"), full_page=True)
-            ticks = page.locator("#bars .xtick text, #bars .ytick text").evaluate_all(_LABEL_CORNERS)
-            assert len(ticks) >= 10 and not _overlaps(ticks), f"{view} at {width}px: axis labels overlap"
+            ticks = page.locator("#bars .xtick text, #bars .ytick text").evaluate_all(LABEL_CORNERS)
+            assert len(ticks) >= 10 and not overlaps(ticks), f"{view} at {width}px: axis labels overlap"
         page.get_by_label("domain means").check()
         page.wait_for_timeout(800)
         page.screenshot(path=str(OUTPUT / f"generate-{width}.png"), full_page=True)
@@ -275,4 +209,3 @@ def test_every_screen_width_reads_cleanly_and_agrees_on_the_step(app_url, width)
         assert page.locator("#report-caption-0").inner_text().startswith("Figure 1.")
         page.wait_for_timeout(800)
         page.screenshot(path=str(OUTPUT / f"report-{width}.png"), full_page=True)
-        browser.close()

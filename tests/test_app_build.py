@@ -2,42 +2,17 @@
 progress bar, and bars, maps and report appear without a reload (a real browser)."""
 
 import json
-import shutil
-import socket
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "test-output"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import OUTPUT
 
 
 @pytest.mark.browser
-def test_the_app_builds_a_missing_bundle_and_shows_it_without_a_reload(subset_csv, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "the browser test needs Debian's chromium on PATH: apt-get install -y chromium"
-    from playwright.sync_api import sync_playwright
-
-    from sdviz import ui
-    from sdviz.ui import state
-
+def test_the_app_builds_a_missing_bundle_and_shows_it_without_a_reload(subset_csv, tmp_path, launch_app, browser_page):
     bundle = tmp_path / "probes" / "tiny"
-    demo = ui.create_app("tiny", "cpu", str(bundle), str(subset_csv), build_cache=str(tmp_path / "cache"))
-    port = _free_port()
-    ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    OUTPUT.mkdir(exist_ok=True)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+    with launch_app("tiny", "cpu", str(bundle), str(subset_csv), build_cache=str(tmp_path / "cache")) as served:
+        with browser_page(1400, 1100) as page:
+            page.goto(served.url, wait_until="domcontentloaded")
             progress = page.locator("#build-progress")
             progress.wait_for(timeout=120000)
             from sdviz.ui.state import AUTO_BUILD
@@ -46,7 +21,7 @@ def test_the_app_builds_a_missing_bundle_and_shows_it_without_a_reload(subset_cs
             assert page.locator("#build-progress progress").count() == 1
             page.screenshot(path=str(OUTPUT / "build-progress.png"), full_page=True)
             progress.wait_for(state="hidden", timeout=600000)  # the build is done: the poll hides it
-            assert state.STATE.bundle is not None, state.STATE.build_error
+            assert served.app.bundle is not None, served.app.build_error
             page.locator("#block input").wait_for(timeout=30000)
             page.locator("#prompt textarea").fill("a photo of a dog")
             page.locator("#run").click()
@@ -63,9 +38,6 @@ def test_the_app_builds_a_missing_bundle_and_shows_it_without_a_reload(subset_cs
             page.locator("#report-fig-0 .js-plotly-plot").wait_for(timeout=30000)
             assert "Built automatically with reduced settings" in page.locator("#report-tab").inner_text()
             page.screenshot(path=str(OUTPUT / "build-report.png"), full_page=True)
-            browser.close()
-    finally:
-        demo.close()
     settings = json.loads((bundle / "report.json").read_text())["settings"]
     assert settings["automatic"] is True and settings["permutations"] == AUTO_BUILD["permutations"] == 20
     assert json.loads((bundle / "meta.json").read_text())["steps"] == AUTO_BUILD["steps"] == 8

@@ -6,7 +6,7 @@ import os
 import time
 
 import pytest
-from test_app import _LABEL_CORNERS, OUTPUT, ROOT, _browser, _chromium, _free_port, _overlaps
+from conftest import LABEL_CORNERS, OUTPUT, ROOT, overlaps
 
 PROMPTS = ["a photo of a dog", "a photo of a violin"]
 README_SHOT = ROOT / "assets" / "screenshot-generate.png"
@@ -14,17 +14,13 @@ CLICK_TO_BARS: dict[int, float] = {}  # measured seconds per width, printed at t
 
 
 @pytest.fixture(scope="module")
-def replay_url(tiny_pipe, tiny_bundle, subset_csv, tmp_path_factory):
-    from sdviz import ui
+def replay_url(tiny_pipe, tiny_bundle, subset_csv, tmp_path_factory, launch_app):
     from sdviz.record import record_runs
 
     folder = record_runs(tiny_pipe, PROMPTS, tmp_path_factory.mktemp("rec") / "runs", seed=0, steps=3,
                          bundle=tiny_bundle, progress=False)
-    demo = ui.create_app("tiny", "cpu", str(tiny_bundle), str(subset_csv), recordings=str(folder))
-    port = _free_port()
-    ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with launch_app("tiny", "cpu", str(tiny_bundle), str(subset_csv), recordings=str(folder)) as served:
+        yield served.url
     if CLICK_TO_BARS:
         print("click -> bars:", ", ".join(f"{w} px {s:.2f} s" for w, s in sorted(CLICK_TO_BARS.items())))
 
@@ -77,14 +73,8 @@ def _point_positions(page) -> list:
 
 @pytest.mark.browser
 @pytest.mark.parametrize("width", [390, 768, 1400])
-def test_a_recorded_example_replays_on_click_and_every_tab_reads_cleanly(replay_url, width):
-    assert _chromium(), "the browser test needs Debian's chromium on PATH: apt-get install -y chromium"
-    from playwright.sync_api import sync_playwright
-
-    OUTPUT.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = _browser(p)
-        page = browser.new_page(viewport={"width": width, "height": 900})
+def test_a_recorded_example_replays_on_click_and_every_tab_reads_cleanly(replay_url, browser_page, width):
+    with browser_page(width) as page:
         page.goto(replay_url, wait_until="domcontentloaded")
         seconds = CLICK_TO_BARS[width] = _replay_in_page(page, PROMPTS[0])
         assert seconds < 3, f"bars {seconds:.1f} s after the click at {width} px"
@@ -102,8 +92,8 @@ def test_a_recorded_example_replays_on_click_and_every_tab_reads_cleanly(replay_
         for view in ("all attributes", "domain means"):
             page.get_by_label(view).check()
             page.wait_for_timeout(1200)
-            ticks = page.locator("#bars .xtick text, #bars .ytick text").evaluate_all(_LABEL_CORNERS)
-            assert len(ticks) >= 10 and not _overlaps(ticks), f"{view} at {width}px: axis labels overlap"
+            ticks = page.locator("#bars .xtick text, #bars .ytick text").evaluate_all(LABEL_CORNERS)
+            assert len(ticks) >= 10 and not overlaps(ticks), f"{view} at {width}px: axis labels overlap"
             page.screenshot(path=str(OUTPUT / f"replay-generate-{width}-{view.split()[0]}.png"), full_page=True)
         if width == 1400 and os.environ.get("SDVIZ_UPDATE_SCREENSHOT") == "1":  # the README's picture, down to the controls
             bottom = page.evaluate("() => document.querySelector('#block').getBoundingClientRect().bottom + window.scrollY")
@@ -127,4 +117,3 @@ def test_a_recorded_example_replays_on_click_and_every_tab_reads_cleanly(replay_
         page.locator("#report-fig-0 .js-plotly-plot").wait_for(timeout=30000)
         page.wait_for_timeout(800)
         page.screenshot(path=str(OUTPUT / f"replay-report-{width}.png"), full_page=True)
-        browser.close()

@@ -1,6 +1,7 @@
 """The app on damaged bundles and its start-up: it serves, generates without bars, and says one sentence."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,19 +38,18 @@ CASES = ["meta-empty", "meta-no-dims", "report-empty", "report-missing", "probes
 @pytest.mark.parametrize("case", CASES)
 def test_a_damaged_bundle_leaves_the_app_serving_and_generating_without_bars(case, tiny_bundle, subset_csv, tmp_path):
     from sdviz import ui
-    from sdviz.ui import generate, layout, maps, report, state
 
     bundle = tmp_path / "tiny"
     shutil.copytree(tiny_bundle, bundle)
     _damage(bundle, case)
     demo = ui.create_app("tiny", "cpu", str(bundle), str(subset_csv))
-    assert demo is not None and state.STATE.phase == "waiting"  # nothing loaded before the page is served
-    state.STATE.start()
-    state.STATE.wait_ready()
-    app = state.STATE
+    app = demo.sdviz
+    assert demo is not None and app.phase == "waiting"  # nothing loaded before the page is served
+    app.start()
+    app.wait_ready()
     assert app.ready and app.bundle is None and not app.building
     assert app.bundle_note.endswith("so the app runs without bars.") and str(tmp_path) not in app.bundle_note
-    updates = list(generate.generate("a photo of a dog", 0, 3, 7.5, None, "domain means"))
+    updates = list(app.generate("a photo of a dog", 0, 3, 7.5, None, "domain means"))
     assert len(updates) == 3
     image, counter, takeaway, bars, closeness, hint, history, scrub, status = updates[-1]
     assert counter.startswith("**step 2 of 2**") and image is not None
@@ -58,10 +58,54 @@ def test_a_damaged_bundle_leaves_the_app_serving_and_generating_without_bars(cas
     assert len(history) == 3 and history[-1]["decoded"] == {}
     assert "without bars" in status and "<b>" not in status
     # the read-only tabs and the poll say the same sentence instead of failing
-    assert maps.render_maps(None, history)[3] == f"*{app.bundle_note}*"
-    assert report.render_report()[0] == f"*{app.bundle_note}*"
-    polled = layout.poll(-1)
-    assert polled[3]["interactive"] is True and app.bundle_note in polled[2]
+    assert app.render_maps(None, history)[3] == f"*{app.bundle_note}*"
+    assert app.render_report()[0] == f"*{app.bundle_note}*"
+    polled = app.poll(-1)
+    assert polled[app.page.run]["interactive"] is True and app.bundle_note in polled[app.page.status]
+
+
+def test_two_apps_in_one_process_share_nothing(tiny_bundle, subset_csv, tmp_path):
+    from sdviz import ui
+
+    damaged = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, damaged)
+    _damage(damaged, "probes-garbage")
+    good = ui.create_app("tiny", "cpu", str(tiny_bundle), str(subset_csv)).sdviz
+    bad = ui.create_app("tiny", "cpu", str(damaged), str(subset_csv)).sdviz
+    for app in (good, bad):
+        app.start()
+        app.wait_ready()
+    assert good.pipe is not bad.pipe and good.bundle is not None and bad.bundle is None
+    good_run = list(good.generate("a photo of a dog", 0, 2, 7.5, None, "domain means"))[-1]
+    bad_run = list(bad.generate("a photo of a dog", 0, 2, 7.5, None, "domain means"))[-1]
+    assert set(good_run[6][-1]["decoded"]) >= {"clip.pooled", "unet.mid"} and bad_run[6][-1]["decoded"] == {}
+    assert good.step_seconds is not None and bad.step_seconds is not None  # each measures its own runs
+    assert good.render_report()[0].startswith("**") and bad.render_report()[0] == f"*{bad.bundle_note}*"
+
+
+def test_two_builds_at_once_each_see_their_own_progress_bars():
+    import threading
+
+    from tqdm import std, tqdm
+
+    from sdviz.ui.state import watch_tqdm
+
+    original, barrier, seen = std.tqdm.__dict__["__init__"], threading.Barrier(2), {}
+
+    def build(name):
+        with watch_tqdm([]) as bars:
+            barrier.wait()  # both watch at once
+            for _ in tqdm(range(3), desc=name, disable=False, file=open(os.devnull, "w")):
+                pass
+            barrier.wait()  # neither stops watching before the other's bar exists
+        seen[name] = [b.desc for b in bars]
+
+    threads = [threading.Thread(target=build, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"a": ["a"], "b": ["b"]} and std.tqdm.__dict__["__init__"] is original  # tqdm as it was
 
 
 def test_bundle_and_prompt_text_is_escaped_for_markdown_and_paths_are_relative():
@@ -89,22 +133,20 @@ def test_the_csv_is_written_only_when_asked_and_per_step_files_are_cleaned(tiny_
     import gradio as gr
 
     from sdviz import ui
-    from sdviz.ui import generate, state
 
     demo = ui.create_app("tiny", "cpu", str(tiny_bundle), str(subset_csv))
+    app = demo.sdviz
     assert demo.delete_cache == (600, 1800)  # Gradio removes per-step images older than 30 min
-    state.STATE.start()
-    state.STATE.wait_ready()
+    app.start()
+    app.wait_ready()
     with pytest.raises(gr.Error, match="Run a prompt first"):
-        generate.write_csv([])
-    updates = list(generate.generate("a photo of a dog", 0, 2, 7.5, None, "domain means"))
+        app.write_csv([])
+    updates = list(app.generate("a photo of a dog", 0, 2, 7.5, None, "domain means"))
     history = updates[-1][6]
-    assert generate._CSV_DIR is None or not list(generate._CSV_DIR.glob("*.csv"))  # nothing written by the run itself
-    path = generate.write_csv(history)["value"]
+    assert app.csv_dir is None or not list(app.csv_dir.glob("*.csv"))  # nothing written by the run itself
+    path = app.write_csv(history)["value"]
     rows = list(csv.reader(open(path)))
     assert rows[0][:3] == ["step", "timestep", "representation"] and len(rows[0]) == 3 + 65
     assert {r[0] for r in rows[1:]} == {"0", "1"} and len(rows) == 1 + 2 * len(history[0]["decoded"])
-    from sdviz.ui import report
-
-    html_copy = report.report_file()["value"]
+    html_copy = app.report_file()["value"]
     assert open(html_copy).read() == (tiny_bundle / "report.html").read_text()

@@ -5,20 +5,15 @@ SDVIZ_UPDATE_SCREENSHOT=1 also writes the README's assets/screenshot-steer.png."
 import os
 
 import pytest
-from test_app import OUTPUT, ROOT, _browser, _chromium, _free_port
+from conftest import OUTPUT, ROOT
 
 README_SHOT = ROOT / "assets" / "screenshot-steer.png"
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_pipe, tiny_bundle, subset_csv):
-    from sdviz import ui
-
-    demo = ui.create_app("tiny", "cpu", str(tiny_bundle), str(subset_csv))
-    port = _free_port()
-    ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+def app_url(tiny_pipe, tiny_bundle, subset_csv, launch_app):
+    with launch_app("tiny", "cpu", str(tiny_bundle), str(subset_csv)) as served:
+        yield served.url
 
 
 def test_compare_api_returns_both_images_and_the_distances_step_by_step(app_url):
@@ -52,14 +47,8 @@ def _open_tab(page, name: str) -> None:
 
 @pytest.mark.browser
 @pytest.mark.parametrize("width", [390, 1400])
-def test_steer_compare_and_clip_layers_run_in_the_browser(app_url, width):
-    assert _chromium(), "the browser test needs Debian's chromium on PATH: apt-get install -y chromium"
-    from playwright.sync_api import sync_playwright
-
-    OUTPUT.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = _browser(p)
-        page = browser.new_page(viewport={"width": width, "height": 900})
+def test_steer_compare_and_clip_layers_run_in_the_browser(app_url, browser_page, width):
+    with browser_page(width) as page:
         page.goto(app_url, wait_until="domcontentloaded")
         page.wait_for_function("!document.querySelector('#run button, #run')?.disabled", timeout=120000)
 
@@ -90,4 +79,3 @@ def test_steer_compare_and_clip_layers_run_in_the_browser(app_url, width):
         assert page.locator("#lens-images img").count() >= 5  # the tiny CLIP: embeddings + 4 layers
         page.wait_for_timeout(800)
         page.screenshot(path=str(OUTPUT / f"lens-{width}.png"), full_page=True)
-        browser.close()

@@ -1,41 +1,29 @@
 """The app on the SD 2.x and SDXL stand-ins: launched like tests/test_app.py, one short generation
 through gradio_client decodes with the family's bundle exactly what the library decodes."""
 
-import socket
-
 import numpy as np
 import pytest
 from conftest import pipe_modules, sdviz_hooks
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", params=["tiny-sd2", "tiny-sdxl"])
-def family_app(request, words24_csv, family_bundle):
-    """(model, bundle path, client) of an app serving that family's stand-in with its own 24-word bundle."""
+def family_app(request, words24_csv, family_bundle, launch_app):
+    """(model, bundle path, client, app) of an app serving that family's stand-in with its own 24-word bundle."""
     from gradio_client import Client
 
-    from sdviz import ui
     from sdviz.models import load_pipeline
 
     model = request.param
     bundle = family_bundle(load_pipeline(model, device="cpu"))
-    demo = ui.create_app(model, "cpu", str(bundle), str(words24_csv))
-    port = _free_port()
-    ui.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield model, bundle, Client(f"http://127.0.0.1:{port}/", verbose=False)
-    demo.close()
+    with launch_app(model, "cpu", str(bundle), str(words24_csv)) as served:
+        yield model, bundle, Client(served.url, verbose=False), served.app
 
 
 def test_the_app_streams_and_decodes_each_familys_representations_like_the_library(family_app):
-    from sdviz import stream, ui
+    from sdviz import stream
     from sdviz.probes import load_bundle
 
-    model, bundle_path, client = family_app
+    model, bundle_path, client, app = family_app
     job = client.submit("a photo of a violin", 5, 2, 3.0, api_name="/generate")
     updates = list(job)
     image, counter, decoded, status = job.outputs()[-1]
@@ -46,7 +34,7 @@ def test_the_app_streams_and_decodes_each_familys_representations_like_the_libra
     assert ("clip2.pooled" in last) == (model == "tiny-sdxl")
     assert len(last["unet.mid"]) == 65
     # exactly what the library decodes from its own stream of the same run
-    pipe = ui.APP.pipe
+    pipe = app.pipe
     assert pipe.sdviz.model_id == model
     bundle = load_bundle(bundle_path)
     records = list(stream(pipe, "a photo of a violin", seed=5, steps=2, guidance=3.0))

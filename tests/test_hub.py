@@ -199,6 +199,23 @@ def test_generic_folders_travel_as_datasets_too(remote, tmp_path):
         hub.push_folder(tmp_path / "missing", "someone/runs", "card")
 
 
+def test_one_rule_for_hub_ids_offline_and_spaces(tmp_path, monkeypatch):
+    assert hub.is_hub_id("someone/tiny") and hub.is_hub_id("someone/tiny@v1") and hub.is_hub_id(" someone/tiny ")
+    for local in ("./someone/tiny", "/someone/tiny", "~/tiny", "a/b/c", "tiny", "", None):
+        assert not hub.is_hub_id(local), local
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "someone" / "tiny").mkdir(parents=True)
+    assert not hub.is_hub_id("someone/tiny")  # a folder here always wins
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    for value, offline in [("1", True), ("ON", True), ("true", True), ("0", False), ("", False), ("no", False)]:
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        assert hub.offline() is offline, value
+    monkeypatch.setenv("SPACE_ID", "someone/sdviz")
+    assert hub.on_space()
+    monkeypatch.delenv("SPACE_ID")
+    assert not hub.on_space()
+
+
 def test_resolve_bundle(remote, tiny_bundle, tmp_path, monkeypatch):
     assert hub.resolve_bundle(tiny_bundle) == tiny_bundle  # a folder is used as is, no download
     assert hub.resolve_bundle(str(tiny_bundle)) == tiny_bundle

@@ -230,11 +230,11 @@ def test_a_hub_id_downloads_and_gives_the_same_runs(recorded, tmp_path, monkeypa
     out, _, _ = recorded
     asked = []
 
-    def fake_download(spec):  # stands in for huggingface_hub.snapshot_download(repo_type="dataset")
+    def fake_download(spec, repo_type):  # stands in for hub.pull_folder(spec, repo_type="dataset")
         asked.append(spec)
         return shutil.copytree(out, tmp_path / "snapshot")
 
-    monkeypatch.setattr(record, "_download", fake_download)
+    monkeypatch.setattr(record, "pull_folder", fake_download)
     hub, local = load_recordings("someone/sdviz-runs@v1"), load_recordings(out)
     assert asked == ["someone/sdviz-runs@v1"]
     assert [(r.id, r.prompt, r.seed, r.timesteps) for r in hub] == [(r.id, r.prompt, r.seed, r.timesteps) for r in local]
@@ -242,10 +242,10 @@ def test_a_hub_id_downloads_and_gives_the_same_runs(recorded, tmp_path, monkeypa
         assert all(torch.equal(a.features[n], b.features[n]) for n in b.features)
         assert np.array_equal(_pixels(a.preview), _pixels(b.preview))
 
-    def offline(spec):
+    def offline(spec, repo_type):
         raise OSError("no network")
 
-    monkeypatch.setattr(record, "_download", offline)
+    monkeypatch.setattr(record, "pull_folder", offline)
     with pytest.raises(SdvizError, match="could not be downloaded"):
         load_recordings("someone/sdviz-runs")
 

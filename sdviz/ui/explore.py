@@ -1,7 +1,8 @@
 """The Steer, Compare and CLIP-layers tabs: beyond reading (docs/steering.md, docs/compare.md).
 
 Each runs the model, so its event shares the generation queue (concurrency id "gpu") and, on ZeroGPU, runs in a
-`gpu`-decorated function that returns the finished runs; figures are made outside it.
+`gpu`-decorated method that returns the finished runs (`*_on_gpu`, decorated per app in `App.__post_init__`);
+figures are made outside it. The handlers are methods of `ui.app.App` (`ExploreHandlers`).
 """
 
 import gradio as gr
@@ -10,7 +11,7 @@ import numpy as np
 from ..errors import SdvizError
 from ..labels import label, short, step_text
 from . import generate as g
-from . import state as st
+from .generate import errors_as_gr
 from .state import md
 
 HOW_TO_READ_STEER = (
@@ -32,156 +33,160 @@ STRIP_STEPS = 5  # the Compare tab's step-by-step strip: this many steps of each
 LENS_LAYERS_SHOWN = 13  # SD 1.5 has 12 layers + embeddings: all shown; deeper encoders are sampled evenly
 
 
-def _bundle():
-    app = st.STATE
-    app.wait_ready()  # as a Run pressed early does: the request waits for the model, then goes on
-    if app.bundle is None:
-        raise SdvizError(app.bundle_note or "No probe bundle for this model yet: steering and decoding need probes.")
-    return app.bundle
+# ZeroGPU's reservations for the `*_on_gpu` methods (same arguments): two runs for Steer and Compare, one per layer
+def steer_seconds(prompt, attribute, strength, where, steps, seed) -> int:
+    return int(g.GPU_SECONDS_FIXED + 2 * g.GPU_SECONDS_PER_STEP * int(steps))
 
 
-def choices():
-    """(attribute dropdown, where dropdown) filled when a tab opens: the bundle may arrive after the page."""
-    app = st.STATE
-    if app is None or app.bundle is None:
-        return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
-    attrs = app.bundle.attributes
-    places = [("What the UNet reads from CLIP (clip)", "clip")] + [(label(n), n) for n in app.unet_names]
-    default = "Loud" if "Loud" in attrs else attrs[0]
-    return gr.update(choices=attrs, value=default), gr.update(choices=places, value="clip")
+def compare_seconds(prompt_a, prompt_b, seed, steps) -> int:
+    return int(g.GPU_SECONDS_FIXED + 2 * g.GPU_SECONDS_PER_STEP * int(steps))
 
 
-# -- Steer ---------------------------------------------------------------------------------------------
-@g.gpu(duration=lambda *a: int(g.GPU_SECONDS_FIXED + 2 * g.GPU_SECONDS_PER_STEP * int(a[4])))
-def _steer_gpu(prompt, attribute, strength, where, steps, seed):
-    from ..steering import steer
-
-    return steer(st.STATE.pipe, st.STATE.bundle, prompt, attribute=attribute, strength=float(strength), where=where,
-                 num_steps=steps, seed=seed)
+def lens_seconds(prompt, seed, steps) -> int:
+    return int(g.GPU_SECONDS_FIXED + LENS_LAYERS_SHOWN * g.GPU_SECONDS_PER_STEP * int(steps))
 
 
-@g._errors_as_gr
-def run_steer(prompt, attribute, strength, where, steps, seed):
-    """The Steer tab: original and steered image, and how far each representation's reading moved."""
-    _bundle()
-    prompt, seed, steps, _ = g.check_inputs(prompt, seed, steps, 7.5)
-    if not attribute or not where:
-        raise SdvizError("Choose an attribute and where to steer (open the tab again once the probes are ready).")
-    from ..plots import steer_figure
+class ExploreHandlers:
+    """The Steer, Compare and CLIP-layers tabs' handlers: a part of `ui.app.App` (self is the app; its state is
+    `state.AppState`)."""
 
-    result = _steer_gpu(prompt, attribute, float(strength), where, steps, seed)
-    blocks = [n for n in st.STATE.bundle.meta["representations"] if n.startswith("unet.")]
-    last = blocks[-1] if blocks else None  # the denoiser's last block: downstream of every place one can steer
-    place = "what the UNet reads from CLIP" if where == "clip" else label(where)
-    down = (f" Downstream, {md(label(last))} at the last step reads {md(attribute)} {result.target_change[last]:+.2f} "
-            f"and the others {result.others_change[last]:.2f} on average.") if last in result.target_change else ""
-    summary = (f"**{md(attribute)} pushed by {float(strength):+g} in {md(place)}** (same seed, "
-               f"{step_text(steps - 1, steps)}).{down}")
-    gallery = [(result.original.images[0], "original"), (result.steered.images[0], f"steered: {attribute} {float(strength):+g}")]
-    yield gallery, summary, gr.update(value=steer_figure(result.attribute, result.target_change, result.others_change), visible=True)
+    def _ready_bundle(self):
+        self.wait_ready()  # as a Run pressed early does: the request waits for the model, then goes on
+        if self.bundle is None:
+            raise SdvizError(self.bundle_note or "No probe bundle for this model yet: steering and decoding need probes.")
+        return self.bundle
 
+    def steer_choices(self):
+        """(attribute dropdown, where dropdown) filled when the Steer tab opens: the bundle may arrive after the page."""
+        if self.bundle is None:
+            return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
+        attrs = self.bundle.attributes
+        places = [("What the UNet reads from CLIP (clip)", "clip")] + [(label(n), n) for n in self.unet_names]
+        default = "Loud" if "Loud" in attrs else attrs[0]
+        return gr.update(choices=attrs, value=default), gr.update(choices=places, value="clip")
 
-# -- Compare -------------------------------------------------------------------------------------------
-@g.gpu(duration=lambda *a: int(g.GPU_SECONDS_FIXED + 2 * g.GPU_SECONDS_PER_STEP * int(a[3])))
-def _compare_gpu(prompt_a, prompt_b, seed, steps):
-    from ..compare import compare
+    # -- Steer ---------------------------------------------------------------------------------------------
+    def steer_on_gpu(self, prompt, attribute, strength, where, steps, seed):
+        from ..steering import steer
 
-    return compare(st.STATE.pipe, prompt_a, prompt_b, seed=seed, steps=steps, bundle=st.STATE.bundle)
+        return steer(self.pipe, self.bundle, prompt, attribute=attribute, strength=float(strength), where=where,
+                     num_steps=steps, seed=seed)
 
+    @errors_as_gr
+    def run_steer(self, prompt, attribute, strength, where, steps, seed):
+        """The Steer tab: original and steered image, and how far each representation's reading moved."""
+        self._ready_bundle()
+        prompt, seed, steps, _ = g.check_inputs(prompt, seed, steps, 7.5)
+        if not attribute or not where:
+            raise SdvizError("Choose an attribute and where to steer (open the tab again once the probes are ready).")
+        from ..plots import steer_figure
 
-def compare_bars(result):
-    from ..plots import attribute_bars
+        result = self.steer_on_gpu(prompt, attribute, float(strength), where, steps, seed)
+        blocks = [n for n in self.bundle.meta["representations"] if n.startswith("unet.")]
+        last = blocks[-1] if blocks else None  # the denoiser's last block: downstream of every place one can steer
+        place = "what the UNet reads from CLIP" if where == "clip" else label(where)
+        down = (f" Downstream, {md(label(last))} at the last step reads {md(attribute)} {result.target_change[last]:+.2f} "
+                f"and the others {result.others_change[last]:.2f} on average.") if last in result.target_change else ""
+        summary = (f"**{md(attribute)} pushed by {float(strength):+g} in {md(place)}** (same seed, "
+                   f"{step_text(steps - 1, steps)}).{down}")
+        gallery = [(result.original.images[0], "original"), (result.steered.images[0], f"steered: {attribute} {float(strength):+g}")]
+        yield gallery, summary, gr.update(value=steer_figure(result.attribute, result.target_change, result.others_change), visible=True)
 
-    bundle, app = st.STATE.bundle, st.STATE
-    series = {}
-    for side, prompt in zip((0, 1), result.prompts):
-        tag = "A" if side == 0 else "B"
-        for name in [app.clip_name] + app.unet_names[:1]:  # CLIP and the best-decoding block
-            if name and name in result.decoded[side]:
-                where = "CLIP" if name.startswith("clip") else f"{short(name)}, last step"
-                series[f"{tag} '{prompt[:24]}' · {where}"] = np.array([result.decoded[side][name][a] for a in bundle.attributes])
-    return attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, domain_means=True, orientation="h")
+    # -- Compare -------------------------------------------------------------------------------------------
+    def compare_on_gpu(self, prompt_a, prompt_b, seed, steps):
+        from ..compare import compare
 
+        return compare(self.pipe, prompt_a, prompt_b, seed=seed, steps=steps, bundle=self.bundle)
 
-def compare_map(result):
-    """Where both prompts land on the bundle's CLIP map."""
-    import plotly.graph_objects as go
+    def compare_bars(self, result):
+        from ..plots import attribute_bars
 
-    from ..maps import place
-    from ..plots import embedding_map
+        bundle = self.bundle
+        series = {}
+        for side, prompt in zip((0, 1), result.prompts):
+            tag = "A" if side == 0 else "B"
+            for name in [self.clip_name] + self.unet_names[:1]:  # CLIP and the best-decoding block
+                if name and name in result.decoded[side]:
+                    where = "CLIP" if name.startswith("clip") else f"{short(name)}, last step"
+                    series[f"{tag} '{prompt[:24]}' · {where}"] = np.array([result.decoded[side][name][a] for a in bundle.attributes])
+        return attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, domain_means=True, orientation="h")
 
-    bundle = st.STATE.bundle
-    name = next((n for n in ("clip.mean", "clip.pooled") if f"{n}.coords" in bundle.maps), None)
-    if name is None or name not in result.trace.features:
-        return None
-    here = [place(bundle.maps, name, 0, result.trace.features[name][i]) for i in (0, 1)]
-    words, cats, supers = bundle.meta["words"], bundle.meta.get("categories"), bundle.meta.get("super_categories")
-    fig = embedding_map(bundle.maps[f"{name}.coords"][0].numpy(), words, cats, "Both prompts on CLIP's map",
-                        here[0], f"A: '{result.prompts[0][:30]}'", super_categories=supers)
-    fig.add_trace(go.Scatter(x=[here[1][0]], y=[here[1][1]], mode="markers+text", text=["B"], textposition="top center",
-                             name=f"B: '{result.prompts[1][:30]}'", marker=dict(symbol="diamond", size=16, color="#c0392b",
-                                                                                line=dict(color="white", width=1))))
-    return fig
+    def compare_map(self, result):
+        """Where both prompts land on the bundle's CLIP map."""
+        import plotly.graph_objects as go
 
+        from ..maps import place
+        from ..plots import embedding_map
 
-@g._errors_as_gr
-def run_compare(prompt_a, prompt_b, seed, steps):
-    """Two prompts, same seed: both images, their distance in every space step by step, bars and map."""
-    _bundle()
-    prompt_a, seed, steps, _ = g.check_inputs(prompt_a, seed, steps, 7.5)
-    prompt_b, *_ = g.check_inputs(prompt_b, seed, steps, 7.5)
-    from ..plots import distance_figure
+        bundle = self.bundle
+        name = next((n for n in ("clip.mean", "clip.pooled") if f"{n}.coords" in bundle.maps), None)
+        if name is None or name not in result.trace.features:
+            return None
+        here = [place(bundle.maps, name, 0, result.trace.features[name][i]) for i in (0, 1)]
+        words, cats, supers = bundle.meta["words"], bundle.meta.get("categories"), bundle.meta.get("super_categories")
+        fig = embedding_map(bundle.maps[f"{name}.coords"][0].numpy(), words, cats, "Both prompts on CLIP's map",
+                            here[0], f"A: '{result.prompts[0][:30]}'", super_categories=supers)
+        fig.add_trace(go.Scatter(x=[here[1][0]], y=[here[1][1]], mode="markers+text", text=["B"], textposition="top center",
+                                 name=f"B: '{result.prompts[1][:30]}'", marker=dict(symbol="diamond", size=16, color="#c0392b",
+                                                                                    line=dict(color="white", width=1))))
+        return fig
 
-    result = _compare_gpu(prompt_a, prompt_b, seed, steps)
-    gallery = [(result.trace.images[0], f"A: {prompt_a}"), (result.trace.images[1], f"B: {prompt_b}")]
-    picks = sorted({round(i * (steps - 1) / (STRIP_STEPS - 1)) for i in range(STRIP_STEPS)}) if steps > 1 else [0]
-    strip = [(result.trace.previews[row][k], f"{tag} · {step_text(k, steps)}")
-             for row, tag in ((0, "A"), (1, "B")) for k in picks]
-    unet = [n for n in st.STATE.unet_names if n in result.distance]
-    summary = ""
-    if unet and "clip.cond" in result.distance:
-        last = unet[-1]
-        d_clip, d_last = result.distance["clip.cond"][0], result.distance[last][-1]
-        summary = (f"**CLIP keeps the two prompts {d_clip:.3f} apart; at the last step the {md(label(last))} has them "
-                   f"{d_last:.3f} apart** (distance = 1 − cosine: 0 = the same, 1 = unrelated).")
-    distances = {n: [round(v, 6) for v in d] for n, d in result.distance.items()}
-    cmap = compare_map(result)
-    yield (gallery, gr.update(value=strip, columns=len(picks), visible=True), summary,
-           gr.update(value=distance_figure(result.distance), visible=True),
-           gr.update(value=compare_bars(result), visible=True),
-           gr.update(value=cmap, visible=cmap is not None), distances)
+    @errors_as_gr
+    def run_compare(self, prompt_a, prompt_b, seed, steps):
+        """Two prompts, same seed: both images, their distance in every space step by step, bars and map."""
+        self._ready_bundle()
+        prompt_a, seed, steps, _ = g.check_inputs(prompt_a, seed, steps, 7.5)
+        prompt_b, *_ = g.check_inputs(prompt_b, seed, steps, 7.5)
+        from ..plots import distance_figure
 
+        result = self.compare_on_gpu(prompt_a, prompt_b, seed, steps)
+        gallery = [(result.trace.images[0], f"A: {prompt_a}"), (result.trace.images[1], f"B: {prompt_b}")]
+        picks = sorted({round(i * (steps - 1) / (STRIP_STEPS - 1)) for i in range(STRIP_STEPS)}) if steps > 1 else [0]
+        strip = [(result.trace.previews[row][k], f"{tag} · {step_text(k, steps)}")
+                 for row, tag in ((0, "A"), (1, "B")) for k in picks]
+        unet = [n for n in self.unet_names if n in result.distance]
+        summary = ""
+        if unet and "clip.cond" in result.distance:
+            last = unet[-1]
+            d_clip, d_last = result.distance["clip.cond"][0], result.distance[last][-1]
+            summary = (f"**CLIP keeps the two prompts {d_clip:.3f} apart; at the last step the {md(label(last))} has them "
+                       f"{d_last:.3f} apart** (distance = 1 − cosine: 0 = the same, 1 = unrelated).")
+        distances = {n: [round(v, 6) for v in d] for n, d in result.distance.items()}
+        cmap = self.compare_map(result)
+        yield (gallery, gr.update(value=strip, columns=len(picks), visible=True), summary,
+               gr.update(value=distance_figure(result.distance), visible=True),
+               gr.update(value=self.compare_bars(result), visible=True),
+               gr.update(value=cmap, visible=cmap is not None), distances)
 
-# -- CLIP layers -----------------------------------------------------------------------------------------
-@g.gpu(duration=lambda *a: int(g.GPU_SECONDS_FIXED + LENS_LAYERS_SHOWN * g.GPU_SECONDS_PER_STEP * int(a[2])))
-def _lens_gpu(prompt, seed, steps):
-    from ..compare import lens, lens_layers
+    # -- CLIP layers -----------------------------------------------------------------------------------------
+    def lens_on_gpu(self, prompt, seed, steps):
+        from ..compare import lens, lens_layers
 
-    L = lens_layers(st.STATE.pipe)
-    layers = sorted({round(i * L / (LENS_LAYERS_SHOWN - 1)) for i in range(LENS_LAYERS_SHOWN)}) if L + 1 > LENS_LAYERS_SHOWN else None
-    return lens(st.STATE.pipe, prompt, seed=seed, steps=steps, layers=layers, bundle=st.STATE.bundle)
+        L = lens_layers(self.pipe)
+        layers = sorted({round(i * L / (LENS_LAYERS_SHOWN - 1)) for i in range(LENS_LAYERS_SHOWN)}) if L + 1 > LENS_LAYERS_SHOWN else None
+        return lens(self.pipe, prompt, seed=seed, steps=steps, layers=layers, bundle=self.bundle)
 
+    @errors_as_gr
+    def run_lens(self, prompt, seed, steps):
+        """One prompt drawn from each CLIP layer, same seed, with how close each layer's reading is to the last's."""
+        from ..compare import lens_agreement
+        from ..plots import lens_figure
 
-@g._errors_as_gr
-def run_lens(prompt, seed, steps):
-    """One prompt drawn from each CLIP layer, same seed, with how close each layer's reading is to the last's."""
-    from ..compare import lens_agreement
-    from ..plots import lens_figure
-
-    bundle = _bundle()
-    prompt, seed, steps, _ = g.check_inputs(prompt, seed, steps, 7.5)
-    images = _lens_gpu(prompt, seed, steps)
-    agreement = lens_agreement(images, bundle)
-    gallery = [(im.image, f"layer {im.layer} · r {r:+.2f}") for im, r in zip(images, agreement)]
-    first = next((im.layer for im, r in zip(images, agreement) if r >= 0.9), images[-1].layer)
-    summary = (f"**The properties CLIP hands the UNet reach r ≥ 0.9 with the final reading from layer {first} on** "
-               f"(of {images[-1].layer}).")
-    yield gallery, summary, gr.update(value=lens_figure([im.layer for im in images], agreement), visible=True)
+        bundle = self._ready_bundle()
+        prompt, seed, steps, _ = g.check_inputs(prompt, seed, steps, 7.5)
+        images = self.lens_on_gpu(prompt, seed, steps)
+        agreement = lens_agreement(images, bundle)
+        gallery = [(im.image, f"layer {im.layer} · r {r:+.2f}") for im, r in zip(images, agreement)]
+        first = next((im.layer for im, r in zip(images, agreement) if r >= 0.9), images[-1].layer)
+        summary = (f"**The properties CLIP hands the UNet reach r ≥ 0.9 with the final reading from layer {first} on** "
+                   f"(of {images[-1].layer}).")
+        yield gallery, summary, gr.update(value=lens_figure([im.layer for im in images], agreement), visible=True)
 
 
 # -- the tabs ----------------------------------------------------------------------------------------------
-def add_tabs(gpu: dict, none: dict) -> None:
-    """The three tabs, inside the page's gr.Blocks; `gpu` / `none`: the generation queue's and the free events' settings."""
+def add_tabs(app, gpu: dict, none: dict) -> None:
+    """The three tabs of `app`, inside the page's gr.Blocks; `gpu` / `none`: the generation queue's and the free
+    events' settings."""
     with gr.Tab("Steer", elem_id="steer-tab") as steer_tab:
         with gr.Accordion("How to read this", open=False):
             gr.Markdown(HOW_TO_READ_STEER)
@@ -236,9 +241,9 @@ def add_tabs(gpu: dict, none: dict) -> None:
                               object_fit="contain")
         l_fig = gr.Plot(show_label=False, visible=False, elem_id="lens-figure")
 
-    steer_tab.select(choices, None, [s_attr, s_where], **none)
-    s_run.click(run_steer, [s_prompt, s_attr, s_strength, s_where, s_steps, s_seed], [s_images, s_summary, s_fig],
+    steer_tab.select(app.steer_choices, None, [s_attr, s_where], **none)
+    s_run.click(app.run_steer, [s_prompt, s_attr, s_strength, s_where, s_steps, s_seed], [s_images, s_summary, s_fig],
                 api_name="steer", **gpu)
-    c_run.click(run_compare, [c_a, c_b, c_seed, c_steps], [c_images, c_strip, c_summary, c_dist, c_bars, c_map, c_json],
+    c_run.click(app.run_compare, [c_a, c_b, c_seed, c_steps], [c_images, c_strip, c_summary, c_dist, c_bars, c_map, c_json],
                 api_name="compare", **gpu)
-    l_run.click(run_lens, [l_prompt, l_seed, l_steps], [l_images, l_summary, l_fig], api_name="lens", **gpu)
+    l_run.click(app.run_lens, [l_prompt, l_seed, l_steps], [l_images, l_summary, l_fig], api_name="lens", **gpu)

@@ -1,8 +1,9 @@
 """The live run: input checks, the GPU function, and the per-step loop that turns records into the page.
 
 The loop (`stream_ui`, `stream_api`) consumes ANY iterator of `capture.StepRecord`: a live run from
-`gpu_steps` or a recorded run replayed from disk go through exactly the same code. Only `gpu_steps`
+`gpu_steps` or a recorded run replayed from disk (ui/replay.py) go through exactly the same code. Only `gpu_steps`
 touches the model (and, on ZeroGPU, the GPU); decoding, history, figures and CSV happen outside it.
+The handlers are methods of `ui.app.App` (`GenerateHandlers`); what needs no app stays a plain function.
 """
 
 import csv
@@ -20,8 +21,8 @@ import numpy as np
 
 from ..config import MAX_PROMPT_CHARS, MAX_SEED
 from ..errors import SdvizError
+from ..hub import on_space
 from ..labels import label, label_with_id, step_text
-from . import state as st
 from .state import md
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ REFRESH_S = 0.5  # figures refresh at most this often while a run streams (image
 GPU_SECONDS_PER_STEP = 1.5  # ZeroGPU's reservation: generous for SD 1.5 at 512 px on a shared A10G/H200 slice
 GPU_SECONDS_FIXED = 15.0
 
-if st.on_space():  # Hugging Face ZeroGPU: borrow a GPU for each generation (decorators must exist at start-up)
+if on_space():  # Hugging Face ZeroGPU: borrow a GPU for each generation (decorators must exist at start-up)
     try:
         import spaces
 
@@ -80,16 +81,9 @@ def validate(prompt, seed, steps, guidance, *rest):
 
 
 # -- the GPU part: only the model, yielding small records --------------------------------------------
-def _gpu_duration(prompt, seed, steps, guidance) -> int:
+def gpu_seconds(prompt, seed, steps, guidance) -> int:
+    """ZeroGPU's reservation for one generation (`GenerateHandlers.gpu_steps`)."""
     return int(GPU_SECONDS_FIXED + GPU_SECONDS_PER_STEP * int(steps))
-
-
-@gpu(duration=_gpu_duration)
-def gpu_steps(prompt, seed, steps, guidance) -> Iterator:
-    """Yield one `StepRecord` (features + preview; the image on the last) per denoising step."""
-    from ..capture import stream
-
-    yield from stream(st.STATE.pipe, prompt, seed=seed, steps=steps, guidance=guidance)
 
 
 # -- one run ------------------------------------------------------------------------------------------
@@ -104,8 +98,8 @@ class RunContext:
     clip_decoded: dict | None = None  # CLIP's decoding is the same at every step: computed once per run
 
     @classmethod
-    def for_prompt(cls, prompt: str) -> "RunContext":
-        app = st.STATE
+    def for_prompt(cls, app, prompt: str) -> "RunContext":
+        """`app`: the App (its pipe, ratings and bundle)."""
         notes = []
         if app.pipe is not None:
             n, limit = len(app.pipe.tokenizer(prompt).input_ids), app.pipe.tokenizer.model_max_length
@@ -136,8 +130,7 @@ def decode_step(bundle, record, live_steps: int, clip_decoded: dict | None = Non
     return out
 
 
-def make_entry(record, ctx: RunContext) -> dict:
-    bundle = st.STATE.bundle
+def make_entry(bundle, record, ctx: RunContext) -> dict:
     decoded = {}
     if bundle is not None:
         decoded = decode_step(bundle, record, record.steps, ctx.clip_decoded)
@@ -149,19 +142,6 @@ def make_entry(record, ctx: RunContext) -> dict:
             "features": {k: v.numpy() for k, v in (record.features | record.clip).items()}}
 
 
-def _trained_step(k: int, steps: int) -> str:
-    bundle = st.STATE.bundle
-    if bundle is None or not st.STATE.unet_names:
-        return ""
-    from ..probes import nearest_trained_step
-
-    trained = int(bundle.meta["steps"])
-    return f" · UNet probe trained at {step_text(nearest_trained_step(k, steps, trained), trained)}"
-
-
-def counter_text(h: dict, seconds_left: float | None = None) -> str:
-    left = f" · about {seconds_left:.0f} s left" if seconds_left and seconds_left >= 1 else ""
-    return f"**{step_text(h['step'], h['steps'])}** · timestep t = {h['timestep']}{_trained_step(h['step'], h['steps'])}{left}"
 
 
 def _reliability(bundle, name: str, live_step: int = 0, live_steps: int = 1) -> np.ndarray:
@@ -175,63 +155,7 @@ def _reliability(bundle, name: str, live_step: int = 0, live_steps: int = 1) -> 
 HIDDEN = gr.update(visible=False)
 
 
-def placeholder() -> str:
-    app = st.STATE
-    if app is None or not app.ready:
-        return "*The model is loading. When Run turns blue, press it: the image forms here step by step.*"
-    if app.building:
-        return "*The probes for this model are being built (progress above). The bars appear here when they are ready.*"
-    if app.bundle is None:
-        return f"*{app.bundle_note or 'No probe bundle.'} The image still forms step by step; bars need probes.*"
-    return ("*After you press Run, bars appear here: for each human-rated property (how visual, loud, pleasant… the "
-            "thing is) what CLIP and the UNet seem to know, next to what people said.*")
-
-
-def render_step(history: list, k, block: str | None, view: str):
-    """(image, counter, takeaway, bars, closeness, hint) for step k of a finished or running run."""
-    from ..analysis import pearson
-    from ..plots import attribute_bars, closeness_curve
-
-    app = st.STATE
-    if not history:
-        return None, "", "", HIDDEN, HIDDEN, gr.update(value=placeholder(), visible=True)
-    k = int(min(max(int(k or 0), 0), len(history) - 1))
-    h = history[k]
-    image, counter = h["image"] or h["preview"], counter_text(h)
-    bundle = app.bundle
-    if bundle is None or not h["decoded"]:
-        return image, counter, "", HIDDEN, HIDDEN, gr.update(value=placeholder(), visible=True)
-    block = block if block in h["decoded"] else (app.unet_names[0] if app.unet_names else None)
-    series, reliability = {}, {}
-    clip_label = label_with_id(app.clip_name) if app.clip_name else None
-    if app.clip_name in h["decoded"]:
-        series[clip_label] = np.array(h["decoded"][app.clip_name])
-        reliability[clip_label] = _reliability(bundle, app.clip_name)
-    if block:
-        unet_label = f"{label_with_id(block)} at {step_text(h['step'], h['steps'])}"
-        series[unet_label] = np.array(h["decoded"][block])
-        reliability[unet_label] = _reliability(bundle, block, h["step"], h["steps"])
-    if h.get("human") is not None:
-        series[f"human ratings of '{h['word']}'"] = np.array(h["human"])
-    # on their side: full attribute names as rows never collide, at 390 px as at 1400 px
-    bars = attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, reliability,
-                          domain_means=(view == "domain means"), orientation="h")  # untitled: the takeaway says what it shows
-    takeaway = ""
-    closeness = HIDDEN
-    if block and app.clip_name:
-        steps = [x["step"] for x in history]
-        to_clip = [pearson(x["decoded"][block], x["decoded"][app.clip_name]) for x in history]
-        to_human = [pearson(x["decoded"][block], x["human"]) for x in history] if h.get("human") is not None else None
-        fig = closeness_curve(steps, to_clip, to_human, h["steps"], current=h["step"], title="UNet vs CLIP, step by step")
-        closeness = gr.update(value=fig, visible=True)
-        human = f", with the human ratings r = {to_human[k]:+.2f}" if to_human else ""
-        takeaway = (f"**At {step_text(h['step'], h['steps'])}, the {md(label(block))} agrees with CLIP's reading at "
-                    f"r = {to_clip[k]:+.2f}**{human} (1 = the same profile, 0 = unrelated).")
-    return image, counter, takeaway, gr.update(value=bars, visible=True), closeness, HIDDEN
-
-
-# -- streaming to the page and to the API ---------------------------------------------------------------
-def _errors_as_gr(fn):
+def errors_as_gr(fn):
     """Errors a user can cause, or the GPU running out of memory, become one sentence; the app keeps serving."""
 
     def wrapper(*args, **kwargs):
@@ -251,178 +175,174 @@ def _errors_as_gr(fn):
     return wrapper
 
 
-def _start(prompt, seed, steps, guidance):
-    prompt, seed, steps, guidance = check_inputs(prompt, seed, steps, guidance)
-    st.STATE.wait_ready()
-    return prompt, seed, steps, guidance, RunContext.for_prompt(prompt)
+class GenerateHandlers:
+    """The Generate tab's handlers: a part of `ui.app.App` (self is the app; its state is `state.AppState`)."""
 
+    def gpu_steps(self, prompt, seed, steps, guidance) -> Iterator:
+        """Yield one `StepRecord` (features + preview; the image on the last) per denoising step. On ZeroGPU
+        it runs in a worker with a GPU (`App.__post_init__` decorates it, `gpu_seconds` reserves the time)."""
+        from ..capture import stream
 
-def _status(ctx: RunContext) -> str:
-    app = st.STATE
-    parts = list(ctx.notes)
-    if app.bundle is None and app.bundle_note:
-        parts.append(app.bundle_note)
-    return " ".join(parts)
+        yield from stream(self.pipe, prompt, seed=seed, steps=steps, guidance=guidance)
 
+    def _trained_step(self, k: int, steps: int) -> str:
+        bundle = self.bundle
+        if bundle is None or not self.unet_names:
+            return ""
+        from ..probes import nearest_trained_step
 
-def stream_ui(records: Iterable, ctx: RunContext, block, view, *, live: bool = True) -> Iterator[tuple]:
-    """Page updates for any iterator of StepRecords: image and counter every step, figures at most every
-    REFRESH_S, the history and the scrubber once at the end (gr.skip() for what did not change).
-    live=False (a recorded run): its step times say nothing about this machine, so the estimate ignores them."""
-    skip = gr.skip()
-    history: list = []
-    last_fig, last_step = 0.0, time.perf_counter()
-    for record in records:
-        now = time.perf_counter()
-        if history and live:
-            st.STATE.note_step_time(now - last_step)
-        last_step = now
-        history.append(make_entry(record, ctx))
-        h, done, first = history[-1], record.image is not None, len(history) == 1
-        left = (h["steps"] - 1 - h["step"]) * st.STATE.step_seconds if st.STATE.step_seconds and live else None
-        if done or first or now - last_fig >= REFRESH_S:
-            image, counter, takeaway, bars, closeness, hint = render_step(history, len(history) - 1, block, view)
-            last_fig = time.perf_counter()
-        else:
-            image, counter, takeaway, bars, closeness, hint = h["preview"], None, skip, skip, skip, skip
-        counter = counter_text(h, None if done else left)
-        if done:
-            scrub = gr.update(minimum=0, maximum=max(h["steps"] - 1, 1), value=h["step"], interactive=True)
-        elif first:
-            scrub = gr.update(minimum=0, maximum=max(h["steps"] - 1, 1), value=0, interactive=False)
-        else:
-            scrub = skip
-        status = _status(ctx) if first or done else skip
-        yield image, counter, takeaway, bars, closeness, hint, (history if done else skip), scrub, status
+        trained = int(bundle.meta["steps"])
+        return f" · UNet probe trained at {step_text(nearest_trained_step(k, steps, trained), trained)}"
 
+    def counter_text(self, h: dict, seconds_left: float | None = None) -> str:
+        left = f" · about {seconds_left:.0f} s left" if seconds_left and seconds_left >= 1 else ""
+        return f"**{step_text(h['step'], h['steps'])}** · timestep t = {h['timestep']}{self._trained_step(h['step'], h['steps'])}{left}"
 
-@_errors_as_gr
-def generate(prompt, seed, steps, guidance, block, view):
-    """The Run button and Enter in the prompt: one page update per denoising step."""
-    prompt, seed, steps, guidance, ctx = _start(prompt, seed, steps, guidance)
-    records = gpu_steps(prompt, seed, steps, guidance)
-    try:
-        yield from stream_ui(records, ctx, block, view)
-    finally:
-        records.close()  # Stop: ends the pipeline within a step and removes every hook
+    def placeholder(self) -> str:
+        if not self.ready:
+            return "*The model is loading. When Run turns blue, press it: the image forms here step by step.*"
+        if self.building:
+            return "*The probes for this model are being built (progress above). The bars appear here when they are ready.*"
+        if self.bundle is None:
+            return f"*{self.bundle_note or 'No probe bundle.'} The image still forms step by step; bars need probes.*"
+        return ("*After you press Run, bars appear here: for each human-rated property (how visual, loud, pleasant… the "
+                "thing is) what CLIP and the UNet seem to know, next to what people said.*")
 
+    def render_step(self, history: list, k, block: str | None, view: str):
+        """(image, counter, takeaway, bars, closeness, hint) for step k of a finished or running run."""
+        from ..analysis import pearson
+        from ..plots import attribute_bars, closeness_curve
 
-def decoded_json(history: list) -> list:
-    attrs = st.STATE.bundle.attributes if st.STATE.bundle else []
-    return [{"step": h["step"], "timestep": h["timestep"], "steps": h["steps"],
-             "decoded": {name: dict(zip(attrs, np.round(np.asarray(v, float), 4).tolist())) for name, v in h["decoded"].items()}}
-            for h in history]
+        if not history:
+            return None, "", "", HIDDEN, HIDDEN, gr.update(value=self.placeholder(), visible=True)
+        k = int(min(max(int(k or 0), 0), len(history) - 1))
+        h = history[k]
+        image, counter = h["image"] or h["preview"], self.counter_text(h)
+        bundle = self.bundle
+        if bundle is None or not h["decoded"]:
+            return image, counter, "", HIDDEN, HIDDEN, gr.update(value=self.placeholder(), visible=True)
+        block = block if block in h["decoded"] else (self.unet_names[0] if self.unet_names else None)
+        series, reliability = {}, {}
+        clip_label = label_with_id(self.clip_name) if self.clip_name else None
+        if self.clip_name in h["decoded"]:
+            series[clip_label] = np.array(h["decoded"][self.clip_name])
+            reliability[clip_label] = _reliability(bundle, self.clip_name)
+        if block:
+            unet_label = f"{label_with_id(block)} at {step_text(h['step'], h['steps'])}"
+            series[unet_label] = np.array(h["decoded"][block])
+            reliability[unet_label] = _reliability(bundle, block, h["step"], h["steps"])
+        if h.get("human") is not None:
+            series[f"human ratings of '{h['word']}'"] = np.array(h["human"])
+        # on their side: full attribute names as rows never collide, at 390 px as at 1400 px
+        bars = attribute_bars(bundle.attributes, bundle.meta["dataset"]["groups"], series, reliability,
+                              domain_means=(view == "domain means"), orientation="h")  # untitled: the takeaway says what it shows
+        takeaway = ""
+        closeness = HIDDEN
+        if block and self.clip_name:
+            steps = [x["step"] for x in history]
+            to_clip = [pearson(x["decoded"][block], x["decoded"][self.clip_name]) for x in history]
+            to_human = [pearson(x["decoded"][block], x["human"]) for x in history] if h.get("human") is not None else None
+            fig = closeness_curve(steps, to_clip, to_human, h["steps"], current=h["step"], title="UNet vs CLIP, step by step")
+            closeness = gr.update(value=fig, visible=True)
+            human = f", with the human ratings r = {to_human[k]:+.2f}" if to_human else ""
+            takeaway = (f"**At {step_text(h['step'], h['steps'])}, the {md(label(block))} agrees with CLIP's reading at "
+                        f"r = {to_clip[k]:+.2f}**{human} (1 = the same profile, 0 = unrelated).")
+        return image, counter, takeaway, gr.update(value=bars, visible=True), closeness, HIDDEN
 
+    # -- streaming to the page and to the API -----------------------------------------------------------
+    def _start(self, prompt, seed, steps, guidance):
+        prompt, seed, steps, guidance = check_inputs(prompt, seed, steps, guidance)
+        self.wait_ready()
+        return prompt, seed, steps, guidance, RunContext.for_prompt(self, prompt)
 
-def stream_api(records: Iterable, ctx: RunContext) -> Iterator[tuple]:
-    skip = gr.skip()
-    history: list = []
-    for record in records:
-        history.append(make_entry(record, ctx))
-        h, done = history[-1], record.image is not None
-        yield (h["image"] or h["preview"], counter_text(h), decoded_json(history) if done else skip,
-               _status(ctx) if done or len(history) == 1 else skip)
+    def _status(self, ctx: RunContext) -> str:
+        parts = list(ctx.notes)
+        if self.bundle is None and self.bundle_note:
+            parts.append(self.bundle_note)
+        return " ".join(parts)
 
+    def stream_ui(self, records: Iterable, ctx: RunContext, block, view, *, live: bool = True) -> Iterator[tuple]:
+        """Page updates for any iterator of StepRecords: image and counter every step, figures at most every
+        REFRESH_S, the history and the scrubber once at the end (gr.skip() for what did not change).
+        live=False (a recorded run): its step times say nothing about this machine, so the estimate ignores them."""
+        skip = gr.skip()
+        history: list = []
+        last_fig, last_step = 0.0, time.perf_counter()
+        for record in records:
+            now = time.perf_counter()
+            if history and live:
+                self.note_step_time(now - last_step)
+            last_step = now
+            history.append(make_entry(self.bundle, record, ctx))
+            h, done, first = history[-1], record.image is not None, len(history) == 1
+            left = (h["steps"] - 1 - h["step"]) * self.step_seconds if self.step_seconds and live else None
+            if done or first or now - last_fig >= REFRESH_S:
+                image, counter, takeaway, bars, closeness, hint = self.render_step(history, len(history) - 1, block, view)
+                last_fig = time.perf_counter()
+            else:
+                image, counter, takeaway, bars, closeness, hint = h["preview"], None, skip, skip, skip, skip
+            counter = self.counter_text(h, None if done else left)
+            if done:
+                scrub = gr.update(minimum=0, maximum=max(h["steps"] - 1, 1), value=h["step"], interactive=True)
+            elif first:
+                scrub = gr.update(minimum=0, maximum=max(h["steps"] - 1, 1), value=0, interactive=False)
+            else:
+                scrub = skip
+            status = self._status(ctx) if first or done else skip
+            yield image, counter, takeaway, bars, closeness, hint, (history if done else skip), scrub, status
 
-@_errors_as_gr
-def generate_api(prompt, seed, steps, guidance):
-    """The scripted API (gradio_client, api_name="generate"): one update per step with the image and the
-    step counter ("step k of S-1", k = 0 is pure noise); the last update also carries the decoded attributes
-    of every step as JSON and a status line."""
-    prompt, seed, steps, guidance, ctx = _start(prompt, seed, steps, guidance)
-    records = gpu_steps(prompt, seed, steps, guidance)
-    try:
-        yield from stream_api(records, ctx)
-    finally:
-        records.close()
+    @errors_as_gr
+    def generate(self, prompt, seed, steps, guidance, block, view):
+        """The Run button and Enter in the prompt: one page update per denoising step."""
+        prompt, seed, steps, guidance, ctx = self._start(prompt, seed, steps, guidance)
+        records = self.gpu_steps(prompt, seed, steps, guidance)
+        try:
+            yield from self.stream_ui(records, ctx, block, view)
+        finally:
+            records.close()  # Stop: ends the pipeline within a step and removes every hook
 
+    def decoded_json(self, history: list) -> list:
+        attrs = self.bundle.attributes if self.bundle else []
+        return [{"step": h["step"], "timestep": h["timestep"], "steps": h["steps"],
+                 "decoded": {name: dict(zip(attrs, np.round(np.asarray(v, float), 4).tolist())) for name, v in h["decoded"].items()}}
+                for h in history]
 
-# -- recorded runs: the same loops over records read from disk, on the CPU, outside the GPU queue ------------
-REPLAY_STEP_S = 0.08  # a replay is paced a little so the image visibly forms; the API replays at full speed
+    def stream_api(self, records: Iterable, ctx: RunContext) -> Iterator[tuple]:
+        skip = gr.skip()
+        history: list = []
+        for record in records:
+            history.append(make_entry(self.bundle, record, ctx))
+            h, done = history[-1], record.image is not None
+            yield (h["image"] or h["preview"], self.counter_text(h), self.decoded_json(history) if done else skip,
+                   self._status(ctx) if done or len(history) == 1 else skip)
 
+    @errors_as_gr
+    def generate_api(self, prompt, seed, steps, guidance):
+        """The scripted API (gradio_client, api_name="generate"): one update per step with the image and the
+        step counter ("step k of S-1", k = 0 is pure noise); the last update also carries the decoded attributes
+        of every step as JSON and a status line."""
+        prompt, seed, steps, guidance, ctx = self._start(prompt, seed, steps, guidance)
+        records = self.gpu_steps(prompt, seed, steps, guidance)
+        try:
+            yield from self.stream_api(records, ctx)
+        finally:
+            records.close()
 
-def recorded_label(run) -> str:
-    return f"recorded with {run.model} — replays instantly"
-
-
-def recorded_samples() -> list[list[str]]:
-    """The Generate tab's recorded examples: one row per run, its prompt (and settings when prompts repeat)."""
-    runs = st.STATE.recordings if st.STATE else []
-    prompts = [r.prompt for r in runs]
-    return [[r.prompt if prompts.count(r.prompt) == 1 else f"{r.prompt} (seed {r.seed}, {r.steps} steps)"] for r in runs]
-
-
-def _recorded_status(run, status):
-    if isinstance(status, dict):  # gr.skip()
-        return status
-    note = f"▶️ **recorded run** ({md(recorded_label(run))}; seed {run.seed}, {run.steps} steps)."
-    return f"{note} {status}".strip()
-
-
-def _paced(records: Iterable, seconds: float) -> Iterator:
-    for i, record in enumerate(records):
-        if i:
-            time.sleep(seconds)
-        yield record
-
-
-def _recorded(index):
-    runs = st.STATE.recordings if st.STATE else []
-    try:
-        return runs[int(index)]
-    except (TypeError, ValueError, IndexError):
-        raise SdvizError("That recorded run is no longer available; reload the page.") from None
-
-
-@_errors_as_gr
-def replay(index, block, view):
-    """A click on a recorded example: fill prompt, seed and steps, and stream the run from disk through the
-    same loop as a live run (no Run press, no model, no GPU)."""
-    st.STATE.wait_ready()
-    run = _recorded(index)
-    ctx = RunContext.for_prompt(run.prompt)
-    skip = gr.skip()
-    for i, out in enumerate(stream_ui(_paced(run.records(), REPLAY_STEP_S), ctx, block, view, live=False)):
-        *page, status = out
-        filled = (run.prompt, run.seed, run.steps) if i == 0 else (skip, skip, skip)
-        yield (*page, _recorded_status(run, status), *filled)
-
-
-@_errors_as_gr
-def replay_api(prompt, seed):
-    """The scripted replay (api_name="replay"): the recorded run of this prompt and seed, streamed exactly like
-    /generate (same outputs, same decoded JSON)."""
-    from ..record import find_run
-
-    st.STATE.wait_ready()
-    run = find_run(st.STATE.recordings, str(prompt or ""), int(seed) if seed is not None else None)
-    if run is None:
-        raise SdvizError(f"No recorded run for this prompt and seed; the recorded ones are: "
-                         f"{'; '.join(r.prompt for r in st.STATE.recordings) or 'none'}.")
-    ctx = RunContext.for_prompt(run.prompt)
-    for image, counter, decoded, status in stream_api(run.records(), ctx):
-        yield image, counter, decoded, _recorded_status(run, status)
-
-
-# -- CSV, written only when asked for ----------------------------------------------------------------------
-_CSV_DIR: Path | None = None
-
-
-def write_csv(history: list):
-    """The decoded attributes of every step of the last run, as CSV (written when the visitor asks)."""
-    global _CSV_DIR
-    if not history or st.STATE.bundle is None:
-        raise gr.Error("Run a prompt first: the CSV holds the decoded attributes of every step of your run.")
-    if _CSV_DIR is None:
-        _CSV_DIR = Path(tempfile.mkdtemp(prefix="sdviz-csv-"))
-    for old in _CSV_DIR.glob("*.csv"):  # one visitor's file lives until the next request; Gradio keeps its own copy
-        if time.time() - old.stat().st_mtime > 60:
-            old.unlink(missing_ok=True)
-    fd, path = tempfile.mkstemp(dir=_CSV_DIR, prefix="sdviz-decoded-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", "timestep", "representation", *st.STATE.bundle.attributes])
-        for h in history:
-            for name, values in h["decoded"].items():
-                writer.writerow([h["step"], h["timestep"], name, *np.round(np.asarray(values, float), 5)])
-    return gr.update(value=path, visible=True)
+    # -- CSV, written only when asked for ----------------------------------------------------------------
+    def write_csv(self, history: list):
+        """The decoded attributes of every step of the last run, as CSV (written when the visitor asks)."""
+        if not history or self.bundle is None:
+            raise gr.Error("Run a prompt first: the CSV holds the decoded attributes of every step of your run.")
+        if self.csv_dir is None:
+            self.csv_dir = Path(tempfile.mkdtemp(prefix="sdviz-csv-"))
+        for old in self.csv_dir.glob("*.csv"):  # one visitor's file lives until the next request; Gradio keeps its own copy
+            if time.time() - old.stat().st_mtime > 60:
+                old.unlink(missing_ok=True)
+        fd, path = tempfile.mkstemp(dir=self.csv_dir, prefix="sdviz-decoded-", suffix=".csv")
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "timestep", "representation", *self.bundle.attributes])
+            for h in history:
+                for name, values in h["decoded"].items():
+                    writer.writerow([h["step"], h["timestep"], name, *np.round(np.asarray(values, float), 5)])
+        return gr.update(value=path, visible=True)

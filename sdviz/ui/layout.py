@@ -4,9 +4,12 @@ Only generation is serialised (one queue slot, concurrency_id "gpu"); every even
 the bundle or a finished run (scrubbing, maps, report, the start-up poll) runs with
 concurrency_limit=None, so a class opening the page at once never waits behind a run or each other.
 Nothing here imports torch: the page is served first, the model loads behind it (`state.AppState.start`).
+`build_page(app)` lays out the page of one `ui.app.App` and wires its methods to the events; `PageHandlers`
+are the page-wide ones (the start-up poll, /status, the time estimate).
 """
 
 import html
+from dataclasses import dataclass, fields
 
 import gradio as gr
 
@@ -17,6 +20,7 @@ from . import generate as g
 from . import maps as m
 from . import report as r
 from . import state as st
+from .replay import recorded_label
 
 EXAMPLES = ["a photo of a dog", "a photo of an accordion", "a photo of a volcano", "a photo of a funeral"]
 TINY_SENTENCE = "Demo model with random weights: the bars show the machinery, not real semantics."
@@ -56,82 +60,103 @@ def _banner_text() -> str:
     return f"⚠️ **{TINY_SENTENCE}**"
 
 
-N_POLLED = 10 + 2 * r.REPORT_SLOTS + 3
+@dataclass
+class Page:
+    """The components the start-up poll updates (`App.page`): `PageHandlers.poll` returns {component: update} for
+    those that changed."""
+
+    banner: gr.Markdown
+    details: gr.Accordion
+    status: gr.Markdown
+    run: gr.Button
+    block: gr.Dropdown
+    hint: gr.Markdown
+    map_block: gr.Dropdown
+    recorded: gr.Dataset
+    map_caption: gr.Markdown
+    report: list  # the Report tab's intro, then each slot's caption and figure, as ReportHandlers.render_report lists them
+    build_box: gr.HTML
+    seen: gr.State  # the version of the app this page last showed
+    timer: gr.Timer
+
+    def components(self) -> list:
+        """Every component above, the report's flattened: the poll's outputs."""
+        out = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out += value if isinstance(value, list) else [value]
+        return out
 
 
-def poll(seen: int):
-    """What changed since this page last asked: model loaded, bundle ready or built, build progress."""
-    try:
-        return _poll(seen)
-    except Exception:  # noqa: BLE001 - a start-up poll must never put an error in front of a visitor
-        st.log.exception("poll failed")
-        return [gr.skip()] * N_POLLED
+class PageHandlers:
+    """The page-wide handlers: a part of `ui.app.App` (self is the app; its state is `state.AppState`)."""
+
+    def poll(self, seen: int):
+        """What changed since this page last asked: model loaded, bundle ready or built, build progress."""
+        try:
+            return self._poll(seen)
+        except Exception:  # noqa: BLE001 - a start-up poll must never put an error in front of a visitor
+            st.log.exception("poll failed")
+            return gr.skip()  # every output left as it is
+
+    def _poll(self, seen: int) -> dict:
+        page = self.page
+        settled = self.phase in ("ready", "failed") and not self.building
+        timer = gr.Timer(active=not settled)
+        off = gr.update(visible=False) if seen != self.version or settled else gr.skip()  # no build: hidden once
+        progress = self._progress_html() if self.building else off
+        if seen == self.version:
+            return {page.build_box: progress, page.timer: timer}  # components left out are left as they are
+        tiny = self.pipe is not None and (self.pipe.sdviz.is_tiny or self.pipe.sdviz.warning)
+        banner = gr.update(value=_banner_text(), visible=bool(tiny))
+        details = gr.update(visible=bool(tiny))
+        if self.phase == "failed":
+            status, run = f"**The model could not be loaded.** {st.md(self.error)}", gr.update(value="Model not loaded", interactive=False)
+        elif self.phase != "ready":
+            status, run = "⏳ **Loading the model…** Run turns on when it is ready.", gr.update(value="Loading model…", interactive=False)
+        else:
+            status, run = "", gr.update(value="Run", interactive=True)
+        if self.build_error:
+            status += f" The automatic build failed: {st.md(self.build_error)}"
+        elif self.ready and self.bundle is None and not self.building:
+            status += " " + self.bundle_note
+        choices = [(label_with_id(n), n) for n in self.unet_names]
+        block = gr.update(choices=choices, value=self.unet_names[0] if self.unet_names else None, interactive=bool(choices))
+        names = self.map_names()
+        map_block = gr.update(choices=self.map_choices(), value=names[0] if names else None)
+        samples = self.recorded_samples()
+        recorded = gr.Dataset(samples=samples or [[""]], visible=bool(samples), label=(
+            f"Recorded runs, click one ({recorded_label(self.recordings[0])})" if samples else None))
+        hint = gr.update(value=self.placeholder())
+        maps_hint = gr.update(value="" if names else f"*{self.bundle_note or 'The maps appear when the probe bundle is ready.'}*")
+        return {page.banner: banner, page.details: details, page.status: status.strip(), page.run: run, page.block: block,
+                page.hint: hint, page.map_block: map_block, page.recorded: recorded, page.map_caption: maps_hint,
+                **dict(zip(page.report, self.render_report(), strict=True)),
+                page.build_box: progress, page.seen: self.version, page.timer: timer}
+
+    def _progress_html(self):
+        what, fraction = self.build_progress()
+        a = st.AUTO_BUILD
+        return gr.update(visible=True, value=(
+            f"<div><b>Building the probes for this model</b> (automatic, reduced settings: {a['steps']} steps, "
+            f"{a['permutations']} shuffles; a few minutes at most). Now: {html.escape(what)}."
+            f"<br><progress value='{fraction:.3f}' max='1' style='width:100%'></progress><br>"
+            "Bars, Maps and Report appear here when it is done; no need to reload. You can already run prompts.</div>"))
+
+    def status_api(self) -> dict:
+        """For scripts and `python -m sdviz.bench`: where start-up stands."""
+        return {"phase": self.phase, "bundle": self.bundle is not None, "building": self.building,
+                "note": self.bundle_note, "step_seconds": self.step_seconds}
+
+    def estimate(self, steps) -> str:
+        if not self.step_seconds:
+            return ""
+        total = self.step_seconds * float(steps or 1)
+        return f"About {total:.1f} s for {int(steps or 1)} steps here (measured on your runs), plus any queue."
 
 
-def _poll(seen: int):
-    app = st.STATE
-    settled = app.phase in ("ready", "failed") and not app.building
-    timer = gr.Timer(active=not settled)
-    skip = gr.skip()
-    progress = _progress_html() if app.building else (gr.update(visible=False) if seen != app.version or settled else skip)
-    if seen == app.version:
-        return [skip] * (9 + 1 + 2 * r.REPORT_SLOTS) + [progress, seen, timer]
-    tiny = app.pipe is not None and (app.pipe.sdviz.is_tiny or app.pipe.sdviz.warning)
-    banner = gr.update(value=_banner_text(), visible=bool(tiny))
-    details = gr.update(visible=bool(tiny))
-    if app.phase == "failed":
-        status, run = f"**The model could not be loaded.** {st.md(app.error)}", gr.update(value="Model not loaded", interactive=False)
-    elif app.phase != "ready":
-        status, run = "⏳ **Loading the model…** Run turns on when it is ready.", gr.update(value="Loading model…", interactive=False)
-    else:
-        status, run = "", gr.update(value="Run", interactive=True)
-    if app.build_error:
-        status += f" The automatic build failed: {st.md(app.build_error)}"
-    elif app.ready and app.bundle is None and not app.building:
-        status += " " + app.bundle_note
-    choices = [(label_with_id(n), n) for n in app.unet_names]
-    block = gr.update(choices=choices, value=app.unet_names[0] if app.unet_names else None, interactive=bool(choices))
-    names = m.map_names()
-    map_block = gr.update(choices=m.map_choices(), value=names[0] if names else None)
-    samples = g.recorded_samples()
-    recorded = gr.Dataset(samples=samples or [[""]], visible=bool(samples), label=(
-        f"Recorded runs, click one ({g.recorded_label(app.recordings[0])})" if samples else None))
-    hint = gr.update(value=g.placeholder())
-    maps_hint = gr.update(value="" if names else f"*{app.bundle_note or 'The maps appear when the probe bundle is ready.'}*")
-    return ([banner, details, status.strip(), run, block, hint, map_block, recorded, maps_hint] + r.render_report()
-            + [progress, app.version, timer])
-
-
-def _progress_html():
-    what, fraction = st.STATE.build_progress()
-    a = st.AUTO_BUILD
-    return gr.update(visible=True, value=(
-        f"<div><b>Building the probes for this model</b> (automatic, reduced settings: {a['steps']} steps, "
-        f"{a['permutations']} shuffles; a few minutes at most). Now: {html.escape(what)}."
-        f"<br><progress value='{fraction:.3f}' max='1' style='width:100%'></progress><br>"
-        "Bars, Maps and Report appear here when it is done; no need to reload. You can already run prompts.</div>"))
-
-
-def status_api() -> dict:
-    """For scripts and `python -m sdviz.bench`: where start-up stands."""
-    app = st.STATE
-    return {"phase": app.phase, "bundle": app.bundle is not None, "building": app.building,
-            "note": app.bundle_note, "step_seconds": app.step_seconds}
-
-
-def estimate(steps) -> str:
-    app = st.STATE
-    if not app or not app.step_seconds:
-        return ""
-    total = app.step_seconds * float(steps or 1)
-    return f"About {total:.1f} s for {int(steps or 1)} steps here (measured on your runs), plus any queue."
-
-
-def create_app(model: str = "auto", device: str | None = None, bundle: str | None = None, ratings: str | None = None,
-               build_cache: str | None = None, recordings: str | None = None) -> gr.Blocks:
-    """The Blocks app. Nothing is loaded here: `launch` starts the model loading (and the recorded runs: a folder
-    or Hub dataset id, default env SDVIZ_RECORDINGS, then recordings/<model-slug>) after the page is served."""
-    st.set_state(st.AppState(model, device, bundle, ratings, build_cache, recordings))
+def build_page(app) -> gr.Blocks:
+    """The page of `app` (a ui.app.App): its components, and its methods wired to their events."""
     none = dict(concurrency_limit=None, api_visibility="private")
     with gr.Blocks(title="sdviz: where Stable Diffusion's semantics come from", delete_cache=(600, 1800)) as demo:
         gr.Markdown("# sdviz · where Stable Diffusion's human-like semantics come from\n"
@@ -170,7 +195,7 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
                     scrub = gr.Slider(0, max(g.DEFAULT_STEPS - 1, 1), value=0, step=1, interactive=False, elem_id="scrub",
                                       label="Scrub through the steps after a run (step 0 = pure noise)")
             takeaway = gr.Markdown(elem_id="takeaway")
-            hint = gr.Markdown(g.placeholder(), elem_id="bars-hint")
+            hint = gr.Markdown(app.placeholder(), elem_id="bars-hint")
             bars = gr.Plot(show_label=False, elem_id="bars", visible=False)
             with gr.Row():
                 block = gr.Dropdown([], label="UNet block to read", interactive=False, elem_id="block", min_width=260)
@@ -201,49 +226,49 @@ def create_app(model: str = "auto", device: str | None = None, bundle: str | Non
             for i in range(r.REPORT_SLOTS):
                 report_parts += [gr.Markdown(visible=False, elem_id=f"report-caption-{i}"),
                                  gr.Plot(show_label=False, visible=False, elem_id=f"report-fig-{i}")]
-        explore.add_tabs(dict(concurrency_id="gpu", concurrency_limit=1), none)  # Steer, Compare, CLIP layers
+        explore.add_tabs(app, dict(concurrency_id="gpu", concurrency_limit=1), none)  # Steer, Compare, CLIP layers
 
         timer = gr.Timer(0.5)
-        poll_out = ([banner, details, status, run, block, hint, map_block, recorded, map_caption, report_intro]
-                    + report_parts + [build_box, seen, timer])
-        timer.tick(poll, seen, poll_out, show_progress="hidden", **none)
-        demo.load(poll, seen, poll_out, show_progress="hidden", **none)
+        app.page = Page(banner, details, status, run, block, hint, map_block, recorded, map_caption,
+                        [report_intro, *report_parts], build_box, seen, timer)
+        timer.tick(app.poll, seen, app.page.components(), show_progress="hidden", **none)
+        demo.load(app.poll, seen, app.page.components(), show_progress="hidden", **none)
 
         inputs = [prompt, seed, steps, guidance, block, view]
         outputs = [image, counter, takeaway, bars, closeness, hint, history, scrub, status]
         gpu = dict(concurrency_id="gpu", concurrency_limit=1, api_visibility="private", validator=g.validate)
-        run_event = run.click(g.generate, inputs, outputs, api_name="generate_ui", **gpu)
-        submit_event = prompt.submit(g.generate, inputs, outputs, api_name="generate_submit", **gpu)
+        run_event = run.click(app.generate, inputs, outputs, api_name="generate_ui", **gpu)
+        submit_event = prompt.submit(app.generate, inputs, outputs, api_name="generate_submit", **gpu)
         stop.click(None, None, None, cancels=[run_event, submit_event])
         api_btn = gr.Button(visible=False)
-        api_btn.click(g.generate_api, [prompt, seed, steps, guidance], [image, counter, gr.JSON(visible=False), status],
+        api_btn.click(app.generate_api, [prompt, seed, steps, guidance], [image, counter, gr.JSON(visible=False), status],
                       api_name="generate", concurrency_id="gpu", concurrency_limit=1)
         # No validator= on the API event: Gradio 6.31 answers a preprocessing error inside a validator with a bare
         # HTTP 400 (the message is lost); here Gradio's own range checks and check_inputs name the bad value.
         status_btn = gr.Button(visible=False)
-        status_btn.click(status_api, None, gr.JSON(visible=False), api_name="status", concurrency_limit=None)
-        steps.change(estimate, steps, eta, queue=False, api_visibility="private")
+        status_btn.click(app.status_api, None, gr.JSON(visible=False), api_name="status", concurrency_limit=None)
+        steps.change(app.estimate, steps, eta, queue=False, api_visibility="private")
         for event in (run_event, submit_event):
-            event.then(estimate, steps, eta, queue=False, api_visibility="private")
+            event.then(app.estimate, steps, eta, queue=False, api_visibility="private")
 
         view_out = [image, counter, takeaway, bars, closeness, hint]
         for trigger in (scrub.release, block.change, view.change):
-            trigger(g.render_step, [history, scrub, block, view], view_out, show_progress="hidden", **none)
-        csv_btn.click(g.write_csv, history, csv_file, **none)
-        report_btn.click(r.report_file, None, report_download, **none)
+            trigger(app.render_step, [history, scrub, block, view], view_out, show_progress="hidden", **none)
+        csv_btn.click(app.write_csv, history, csv_file, **none)
+        report_btn.click(app.report_file, None, report_download, **none)
 
         map_inputs, map_out = [map_block, history], [clip_map, unet_map, sep_plot, map_caption]
         for trigger in (map_block.change, maps_tab.select):
-            trigger(m.render_maps, map_inputs, map_out, **none)
+            trigger(app.render_maps, map_inputs, map_out, **none)
         unet_map.change(None, unet_map, None, js=m.ADD_FRAMES_JS, queue=False)  # Gradio's Plot drops plotly frames
 
         # a recorded example replays on the CPU beside generation, a few at once, never in the GPU queue
-        replay_event = recorded.click(g.replay, [recorded, block, view], outputs + [prompt, seed, steps],
+        replay_event = recorded.click(app.replay, [recorded, block, view], outputs + [prompt, seed, steps],
                                       api_name="replay_example", concurrency_id="replay", concurrency_limit=4,
                                       api_visibility="private")  # named: else it takes "replay" from the API event
         stop.click(None, None, None, cancels=[replay_event])
         api_replay = gr.Button(visible=False)
-        api_replay.click(g.replay_api, [prompt, seed], [image, counter, gr.JSON(visible=False), status],
+        api_replay.click(app.replay_api, [prompt, seed], [image, counter, gr.JSON(visible=False), status],
                          api_name="replay", concurrency_id="replay", concurrency_limit=4)
-        block.change(lambda b: gr.update(value=b) if b in m.map_names() else gr.skip(), block, map_block, **none)
+        block.change(lambda b: gr.update(value=b) if b in app.map_names() else gr.skip(), block, map_block, **none)
     return demo

@@ -2,12 +2,13 @@
 
 Read-only: it never touches the model, so it runs beside generation (concurrency_limit=None). The
 background maps are the bundle's precomputed UMAP coordinates; only the star is placed per request.
+The handlers are methods of `ui.app.App` (`MapsHandlers`).
 """
 
 import gradio as gr
 
 from ..labels import label, label_with_id, step_text
-from . import state as st
+from .state import md
 
 HOW_TO_READ = (
     "Each dot is one word of the dataset (dog, hammer, volcano…), coloured by its category. Words the model treats as "
@@ -16,17 +17,6 @@ HOW_TO_READ = (
     "or blur. The star is your last prompt."
 )
 MAP_HEIGHT = 560  # px, each map (the two sit side by side on a wide screen)
-
-
-def map_names() -> list[str]:
-    bundle = st.STATE.bundle if st.STATE else None
-    if bundle is None or not bundle.maps:
-        return []
-    return [n for n in bundle.meta.get("maps", []) if n.startswith("unet.") and f"{n}.coords" in bundle.maps]
-
-
-def map_choices() -> list[tuple[str, str]]:
-    return [(label_with_id(n), n) for n in map_names()]
 
 
 def _here_per_step(bundle, block: str, n_steps: int, history: list) -> list | None:
@@ -46,51 +36,63 @@ def _here_per_step(bundle, block: str, n_steps: int, history: list) -> list | No
     return here
 
 
-def render_maps(block: str, history: list):
-    """The page's Maps event, for a block and the visitor's last run: (clip map, unet map with every step as an
-    animation frame, separation curve, caption/placeholder)."""
-    from ..plots import embedding_map, embedding_map_animation, separation_curve
-    from ..report import HEADINGS
+class MapsHandlers:
+    """The Maps tab's handlers: a part of `ui.app.App` (self is the app; its state is `state.AppState`)."""
 
-    bundle = st.STATE.bundle if st.STATE else None
-    names = map_names()
-    if not names:
-        note = st.STATE.bundle_note if st.STATE and st.STATE.bundle_note else "The maps appear when the probe bundle is ready."
-        hidden = gr.update(visible=False)
-        return hidden, hidden, hidden, f"*{note}*"
-    block = block if block in names else names[0]
-    words, cats, supers = bundle.meta["words"], bundle.meta.get("categories"), bundle.meta.get("super_categories")
-    coords = bundle.maps[f"{block}.coords"].numpy()
-    n_steps = int(coords.shape[0])
-    clip_name = next((n for n in ("clip.mean", "clip.pooled") if f"{n}.coords" in bundle.maps), None)
-    here_clip = None
-    prompt = "your prompt"
-    if history:
-        text = history[-1].get("prompt") or "your prompt"
-        prompt = f"'{text[:40]}…'" if len(text) > 40 else f"'{text}'"  # plots escapes figure text itself
-        if clip_name in history[-1]["features"]:
-            import torch
+    def map_names(self) -> list[str]:
+        bundle = self.bundle
+        if bundle is None or not bundle.maps:
+            return []
+        return [n for n in bundle.meta.get("maps", []) if n.startswith("unet.") and f"{n}.coords" in bundle.maps]
 
-            from ..maps import place
+    def map_choices(self) -> list[tuple[str, str]]:
+        return [(label_with_id(n), n) for n in self.map_names()]
 
-            here_clip = place(bundle.maps, clip_name, 0, torch.as_tensor(history[-1]["features"][clip_name]))
-    # the CLIP map's legend under its title, as the UNet map's: side by side, the two maps line up
-    clip_fig = (embedding_map(bundle.maps[f"{clip_name}.coords"][0].numpy(), words, cats, label(clip_name), here_clip,
-                              prompt, super_categories=supers, legend="top", height=MAP_HEIGHT) if clip_name else None)
-    unet_fig = embedding_map_animation(coords, words, cats, supers, f"{label(block)}, step by step",
-                                       _here_per_step(bundle, block, n_steps, history), prompt,
-                                       lambda k: step_text(k, n_steps), height=MAP_HEIGHT)
-    try:
-        sep = separation_curve(bundle.report, title=HEADINGS["separation"])
-    except (KeyError, IndexError, StopIteration):
-        sep = None
-    # no "left"/"right": the two maps sit side by side on a wide screen and one above the other on a phone
-    caption = (f"**Words in CLIP's space (the CLIP map) and in the {st.md(label(block))} over the {n_steps} denoising steps "
-               "the probes were trained on (the UNet map: press ▶ Play under it).** If the colours blur in the UNet map "
-               "while they stay apart in the CLIP map, the diffusion has turned meaning into pixels. The star is "
-               f"{st.md(prompt) if history else 'your prompt, after a run'}.")
-    show = lambda fig: gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)  # noqa: E731
-    return show(clip_fig), show(unet_fig), show(sep), caption
+    def render_maps(self, block: str, history: list):
+        """The page's Maps event, on the visitor's block and last run: (clip map, unet map with every step as an
+        animation frame, separation curve, caption/placeholder)."""
+        from ..plots import embedding_map, embedding_map_animation, separation_curve
+        from ..report import HEADINGS
+
+        bundle = self.bundle
+        names = self.map_names()
+        if not names:
+            note = self.bundle_note or "The maps appear when the probe bundle is ready."
+            hidden = gr.update(visible=False)
+            return hidden, hidden, hidden, f"*{note}*"
+        block = block if block in names else names[0]
+        words, cats, supers = bundle.meta["words"], bundle.meta.get("categories"), bundle.meta.get("super_categories")
+        coords = bundle.maps[f"{block}.coords"].numpy()
+        n_steps = int(coords.shape[0])
+        clip_name = next((n for n in ("clip.mean", "clip.pooled") if f"{n}.coords" in bundle.maps), None)
+        here_clip = None
+        prompt = "your prompt"
+        if history:
+            text = history[-1].get("prompt") or "your prompt"
+            prompt = f"'{text[:40]}…'" if len(text) > 40 else f"'{text}'"  # plots escapes figure text itself
+            if clip_name in history[-1]["features"]:
+                import torch
+
+                from ..maps import place
+
+                here_clip = place(bundle.maps, clip_name, 0, torch.as_tensor(history[-1]["features"][clip_name]))
+        # the CLIP map's legend under its title, as the UNet map's: side by side, the two maps line up
+        clip_fig = (embedding_map(bundle.maps[f"{clip_name}.coords"][0].numpy(), words, cats, label(clip_name), here_clip,
+                                  prompt, super_categories=supers, legend="top", height=MAP_HEIGHT) if clip_name else None)
+        unet_fig = embedding_map_animation(coords, words, cats, supers, f"{label(block)}, step by step",
+                                           _here_per_step(bundle, block, n_steps, history), prompt,
+                                           lambda k: step_text(k, n_steps), height=MAP_HEIGHT)
+        try:
+            sep = separation_curve(bundle.report, title=HEADINGS["separation"])
+        except (KeyError, IndexError, StopIteration):
+            sep = None
+        # no "left"/"right": the two maps sit side by side on a wide screen and one above the other on a phone
+        caption = (f"**Words in CLIP's space (the CLIP map) and in the {md(label(block))} over the {n_steps} denoising steps "
+                   "the probes were trained on (the UNet map: press ▶ Play under it).** If the colours blur in the UNet map "
+                   "while they stay apart in the CLIP map, the diffusion has turned meaning into pixels. The star is "
+                   f"{md(prompt) if history else 'your prompt, after a run'}.")
+        show = lambda fig: gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)  # noqa: E731
+        return show(clip_fig), show(unet_fig), show(sep), caption
 
 
 # Gradio's Plot hands plotly only data and layout (Plotly.react), so the animation's frames are added here, in the

@@ -1,10 +1,11 @@
 """The Report tab: the bundle's numbers as numbered, captioned figures, computed once per bundle
-(`AppState.reload_bundle`) and served to every visitor without waiting for the model."""
+(`AppState.reload_bundle`) and served to every visitor without waiting for the model. The handlers are
+methods of `ui.app.App` (`ReportHandlers`)."""
 
 import gradio as gr
 
 from ..labels import label_with_id
-from . import state as st
+from .state import md
 
 REPORT_SLOTS = 8  # gr.Plot components reserved for the report's figures
 HOW_TO_READ = (
@@ -22,57 +23,55 @@ def _summary_table(report: dict) -> str:
     for r in summary_rows(report):
         ci = r.get("mean_r_ci") or [float("nan")] * 2
         step = "" if r["step"] is None else f", step {r['step']}"
-        lines.append(f"| {st.md(label_with_id(r['name']) + step)} | {r['mean_r']:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] | "
+        lines.append(f"| {md(label_with_id(r['name']) + step)} | {r['mean_r']:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] | "
                      f"{r['two_v_two']:.2f} |")
     return "\n".join(lines)
 
 
-def intro() -> str:
-    app = st.STATE
-    rep = app.bundle.report
-    s = rep.get("settings", {})
-    automatic = (f" Built automatically with reduced settings ({rep['steps']} steps, {s.get('permutations', '?')} shuffles): a quick first look; "
-                 "`python -m sdviz build` gives the full numbers.") if s.get("automatic") else ""
-    return (f"**{rep['n_words']} words × {len(rep['attributes'])} human-rated properties**, {rep['steps']} denoising steps, "
-            f"model {st.md(rep.get('model', '?'))}. A probe learns to read each property from the model's activations and is "
-            f"tested only on words it never saw ({s.get('folds', '?')}-fold cross-validation, {s.get('permutations', '?')} "
-            f"shuffles of words and ratings as the chance level).{automatic}\n\n{_summary_table(rep)}\n\n"
-            "The button below gives the whole report as one self-contained web page.")
+class ReportHandlers:
+    """The Report tab's handlers: a part of `ui.app.App` (self is the app; its state is `state.AppState`)."""
 
+    def intro(self) -> str:
+        rep = self.bundle.report
+        s = rep.get("settings", {})
+        automatic = (f" Built automatically with reduced settings ({rep['steps']} steps, {s.get('permutations', '?')} shuffles): a quick first look; "
+                     "`python -m sdviz build` gives the full numbers.") if s.get("automatic") else ""
+        return (f"**{rep['n_words']} words × {len(rep['attributes'])} human-rated properties**, {rep['steps']} denoising steps, "
+                f"model {md(rep.get('model', '?'))}. A probe learns to read each property from the model's activations and is "
+                f"tested only on words it never saw ({s.get('folds', '?')}-fold cross-validation, {s.get('permutations', '?')} "
+                f"shuffles of words and ratings as the chance level).{automatic}\n\n{_summary_table(rep)}\n\n"
+                "The button below gives the whole report as one self-contained web page.")
 
-def render_report() -> list:
-    """[intro markdown, then (caption, plot) for each slot]."""
-    app = st.STATE
-    if app is None or app.bundle is None or not app.report_figures:
-        if app is not None and app.building:
-            note = "The probes are being built; the report appears here when they are ready."
-        elif app is not None and app.ready:
-            note = app.bundle_note or "No probe bundle."
-        else:
-            note = "The report appears here once the model and its probe bundle are loaded."
-        return [f"*{note}*"] + [gr.update(visible=False), gr.update(visible=False)] * REPORT_SLOTS
-    out = [intro()]
-    for i in range(REPORT_SLOTS):
-        if i < len(app.report_figures):
-            _, fig, caption, title = app.report_figures[i]
-            end = "" if title.endswith(("?", ".", "!")) else "."
-            heading = f"Figure {i + 1}. {st.md(title)}{end}" if title else f"Figure {i + 1}."
-            out += [gr.update(value=f"**{heading}** {st.md(caption)}", visible=True), gr.update(value=fig, visible=True)]
-        else:
-            out += [gr.update(visible=False), gr.update(visible=False)]
-    return out
+    def render_report(self) -> list:
+        """[intro markdown, then (caption, plot) for each slot]."""
+        if self.bundle is None or not self.report_figures:
+            if self.building:
+                note = "The probes are being built; the report appears here when they are ready."
+            elif self.ready:
+                note = self.bundle_note or "No probe bundle."
+            else:
+                note = "The report appears here once the model and its probe bundle are loaded."
+            return [f"*{note}*"] + [gr.update(visible=False), gr.update(visible=False)] * REPORT_SLOTS
+        out = [self.intro()]
+        for i in range(REPORT_SLOTS):
+            if i < len(self.report_figures):
+                _, fig, caption, title = self.report_figures[i]
+                end = "" if title.endswith(("?", ".", "!")) else "."
+                heading = f"Figure {i + 1}. {md(title)}{end}" if title else f"Figure {i + 1}."
+                out += [gr.update(value=f"**{heading}** {md(caption)}", visible=True), gr.update(value=fig, visible=True)]
+            else:
+                out += [gr.update(visible=False), gr.update(visible=False)]
+        return out
 
+    def report_file(self):
+        """A copy of the bundle's self-contained report.html for the visitor to download (written on request)."""
+        import shutil
+        import tempfile
+        from pathlib import Path
 
-def report_file():
-    """A copy of the bundle's self-contained report.html for the visitor to download (written on request)."""
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    app = st.STATE
-    source = Path(app.bundle.path) / "report.html" if app and app.bundle else None
-    if source is None or not source.exists():
-        raise gr.Error("This probe bundle has no report.html; `python -m sdviz report` writes one.")
-    target = Path(tempfile.mkdtemp(prefix="sdviz-report-")) / "sdviz-report.html"
-    shutil.copyfile(source, target)
-    return gr.update(value=str(target), visible=True)
+        source = Path(self.bundle.path) / "report.html" if self.bundle else None
+        if source is None or not source.exists():
+            raise gr.Error("This probe bundle has no report.html; `python -m sdviz report` writes one.")
+        target = Path(tempfile.mkdtemp(prefix="sdviz-report-")) / "sdviz-report.html"
+        shutil.copyfile(source, target)
+        return gr.update(value=str(target), visible=True)

@@ -20,7 +20,7 @@ def main(argv=None) -> None:
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link (off by default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from .layout import create_app
+    from .app import create_app
 
     try:
         demo = create_app(args.model, args.device, args.bundle, args.ratings, recordings=args.recordings)
@@ -30,9 +30,9 @@ def main(argv=None) -> None:
 
 
 def launch(demo, *, share: bool = False, prevent_thread_lock: bool = False, **kwargs):
-    """Queue (one generation at a time) and serve: 127.0.0.1 unless GRADIO_SERVER_NAME says otherwise, no share
-    link unless asked, readable messages (show_error). The model starts loading once the server answers."""
-    from . import state
+    """Queue (one generation at a time) and serve `demo` (from `create_app`): 127.0.0.1 unless GRADIO_SERVER_NAME
+    says otherwise, no share link unless asked, readable messages (show_error). Its App starts loading the model
+    once the server answers."""
     from .layout import CSS
 
     kwargs.setdefault("server_name", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
@@ -40,7 +40,7 @@ def launch(demo, *, share: bool = False, prevent_thread_lock: bool = False, **kw
     kwargs.setdefault("css", CSS)
     result = demo.queue(default_concurrency_limit=1, max_size=64).launch(share=share, show_error=True,
                                                                          prevent_thread_lock=True, **kwargs)
-    state.STATE.start()
+    demo.sdviz.start()
     if not prevent_thread_lock:
         demo.block_thread()
     return result

@@ -1,5 +1,6 @@
-"""What every visitor shares: the model, its probe bundle, the ratings, and the start-up work.
+"""What every visitor of one app shares: the model, its probe bundle, the ratings, and the start-up work.
 
+`AppState` is the state half of `ui.app.App` (its handlers are the other half); one per `create_app`.
 Nothing heavy happens at import or in `create_app`: the model loads in a background thread after
 the page is served (`AppState.start`), and a missing bundle is built there too when ratings are at
 hand. The page polls `AppState.version` to learn what changed, so nothing needs a reload.
@@ -10,10 +11,12 @@ import logging
 import os
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SdvizError
+from ..hub import is_hub_id, offline, on_space, resolve_bundle
 from ..io import ROOT, bundle_dir, find_bundle
 
 log = logging.getLogger(__name__)
@@ -23,17 +26,11 @@ AUTO_BUILD = {"steps": 8, "permutations": 20}  # the tiny model's whole first bu
 READY_TIMEOUT_S = 600.0  # an API request that arrives while the model loads waits this long
 
 
-def on_space() -> bool:
-    return bool(os.environ.get("SPACE_ID"))
-
-
 # -- where bundles come from ------------------------------------------------------------------------
 def _resolve_bundle(spec: str) -> Path:
     """A bundle named on the command line or in SDVIZ_BUNDLE -> a local folder: a folder, or a Hub id
     OWNER/NAME[@revision] downloaded into the HF cache (hub.resolve_bundle)."""
-    from ..hub import resolve_bundle
-
-    if Path(spec).exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+    if not is_hub_id(spec):
         return Path(spec).expanduser()  # a folder, possibly still to be built by the automatic build
     return resolve_bundle(spec)
 
@@ -42,13 +39,6 @@ def _default_bundle(slug: str) -> Path:
     """The running model's bundle when none is named: ./probes/<slug>, the checkout's probes/<slug>, then the
     user data folder (io.find_bundle); where none exists, the user data folder, where the automatic build writes."""
     return find_bundle(slug) or bundle_dir(slug)
-
-
-def _load_bundle(path: Path):
-    """Load and check a bundle; raises SdvizError (or anything else, for a damaged one)."""
-    from ..probes import load_bundle
-
-    return load_bundle(path)
 
 
 # -- text shown to visitors ------------------------------------------------------------------------
@@ -69,7 +59,7 @@ def shown_path(path) -> str:
         return path.name
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # one object, compared and hashed by identity (Gradio and ZeroGPU hash its methods)
 class AppState:
     model: str
     device: str | None
@@ -93,6 +83,8 @@ class AppState:
     version: int = 0  # bumped on every change the page should show
     step_seconds: float | None = None  # measured per-step time of live runs, for the estimate
     recordings: list = field(default_factory=list)  # record.RecordedRun of the running model: the page's examples
+    csv_dir: Path | None = None  # where the CSVs visitors ask for are written (made on the first request)
+    page: object = None  # layout.Page: the components the start-up poll updates (set by layout.build_page)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -148,7 +140,7 @@ class AppState:
 
         path = self.ratings_path or default_ratings_path()
         try:
-            if path is None and not on_space() and os.environ.get("HF_HUB_OFFLINE") != "1":
+            if path is None and not on_space() and not offline():
                 path = fetch_binder()  # a machine with internet: the verified download, once
             if path is not None:
                 self.ratings = load_ratings(path)
@@ -183,7 +175,7 @@ class AppState:
 
     def reload_bundle(self) -> None:
         """Load, check and prepare the bundle; any defect leaves the app running without bars."""
-        from ..probes import check_bundle_matches
+        from ..probes import check_bundle_matches, load_bundle
         from ..results import best_per_step, reference_names
         from .figures import page_figures
 
@@ -200,7 +192,7 @@ class AppState:
             self.bundle_note = self._missing_note(path)
             return
         try:
-            bundle = _load_bundle(path)
+            bundle = load_bundle(path)  # checked: raises SdvizError (or anything else, for a damaged one)
             check_bundle_matches(bundle, self.pipe)
             refs = reference_names(bundle.report)
             best = best_per_step(bundle.report)
@@ -228,8 +220,7 @@ class AppState:
         return f"No probe bundle for this model yet (expected in {md(shown_path(path))})."
 
     def can_build(self) -> bool:
-        spec = str(self.bundle_spec or "")
-        local = not spec or spec.startswith((".", "/", "~")) or spec.count("/") != 1 or Path(spec).exists()  # not a Hub id
+        local = not self.bundle_spec or not is_hub_id(self.bundle_spec)  # never over a bundle named on the Hub
         return self.pipe is not None and self.ratings is not None and not on_space() and local
 
     def auto_build(self) -> None:
@@ -272,35 +263,36 @@ class AppState:
         self.step_seconds = seconds if self.step_seconds is None else 0.7 * self.step_seconds + 0.3 * seconds
 
 
-class watch_tqdm:
-    """Collect the tqdm bars this thread creates (the build's extract/probes/maps stages) into `bars`."""
-
-    def __init__(self, bars: list):
-        self.bars = bars
-
-    def __enter__(self):
-        from tqdm import std
-
-        self.cls, self.init = std.tqdm, std.tqdm.__init__
-        me, bars, init = threading.get_ident(), self.bars, self.init
-
-        def __init__(bar, *args, **kwargs):
-            init(bar, *args, **kwargs)
-            if threading.get_ident() == me and not getattr(bar, "disable", True):
-                bar.mininterval = 0.2  # iterating bars update .n only when they refresh
-                bars.append(bar)
-
-        self.cls.__init__ = __init__
-        return self
-
-    def __exit__(self, *exc):
-        self.cls.__init__ = self.init
+_WATCHED: dict[int, list] = {}  # thread id -> the list its tqdm bars go to (watch_tqdm); tqdm is process-wide
+_WATCH_LOCK = threading.Lock()
 
 
-STATE: AppState | None = None
+@contextmanager
+def watch_tqdm(bars: list):
+    """Collect the tqdm bars this thread creates (the build's extract/probes/maps stages) into `bars`. tqdm is
+    patched once while any thread watches and restored after the last, so two apps building at once each see
+    their own bars."""
+    from tqdm import std
 
+    me = threading.get_ident()
+    with _WATCH_LOCK:
+        if not _WATCHED:
+            init = std.tqdm.__init__
 
-def set_state(state: AppState) -> AppState:
-    global STATE
-    STATE = state
-    return state
+            def __init__(bar, *args, **kwargs):
+                init(bar, *args, **kwargs)
+                into = _WATCHED.get(threading.get_ident())
+                if into is not None and not getattr(bar, "disable", True):
+                    bar.mininterval = 0.2  # iterating bars update .n only when they refresh
+                    into.append(bar)
+
+            __init__.unwatched = std.tqdm.__dict__["__init__"]  # as defined (tqdm wraps it): restored as it was
+            std.tqdm.__init__ = __init__
+        _WATCHED[me] = bars
+    try:
+        yield bars
+    finally:
+        with _WATCH_LOCK:
+            del _WATCHED[me]
+            if not _WATCHED:
+                std.tqdm.__init__ = std.tqdm.__dict__["__init__"].unwatched
