@@ -70,7 +70,8 @@ def cmd_build(args):
 
 
 def cmd_report(args):
-    from .hub import parse_hub_id, resolve_bundle
+    from .hub import parse_hub_id
+    from .publish import resolve_bundle
     from .report import write_report
 
     path = resolve_bundle(args.bundle)  # a folder, or a Hub id (downloaded into the HF cache and checked)
@@ -81,7 +82,7 @@ def cmd_report(args):
 
 
 def cmd_bundle(args):
-    from .hub import pull_bundle, push_bundle
+    from .publish import pull_bundle, push_bundle
 
     if args.action == "push":
         url = push_bundle(Path(args.path), args.repo_id, revision=args.revision, private=True if args.private else None)
@@ -135,9 +136,9 @@ def _float_list(text: str, what: str) -> list[float]:
 
 
 def _steer_setup(args):
-    from .hub import resolve_bundle
     from .models import load_pipeline
     from .probes import check_bundle_matches, load_bundle
+    from .publish import resolve_bundle
 
     bundle_path = resolve_bundle(args.bundle)
     bundle = load_bundle(bundle_path)

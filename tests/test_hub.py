@@ -11,7 +11,7 @@ import pytest
 import yaml
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from sdviz import __version__, hub
+from sdviz import __version__, hub, publish
 from sdviz.cli import main
 from sdviz.errors import SdvizError
 from sdviz.probes import check_bundle_matches, load_bundle
@@ -111,13 +111,13 @@ def bundle_for(model: str, tiny_bundle: Path, tmp_path: Path) -> Path:
 
 def test_push_then_pull_round_trips_byte_identically(remote, tiny_bundle):
     before = files(tiny_bundle)
-    url = hub.push_bundle(tiny_bundle, "someone/sdviz-tiny")
+    url = publish.push_bundle(tiny_bundle, "someone/sdviz-tiny")
     assert url == "https://huggingface.co/someone/sdviz-tiny/commit/0123abcd"
     assert files(tiny_bundle) == before  # the user's folder is untouched: no README.md left behind
     assert [c[0] for c in remote.calls] == ["create_repo", "upload_folder"]
     assert remote.calls[0][4] == "hf_test_token"  # the token from the environment reached HfApi
 
-    local = hub.pull_bundle("someone/sdviz-tiny")
+    local = publish.pull_bundle("someone/sdviz-tiny")
     assert local.parent.parent.parent == remote.cache  # the HF cache layout: models--owner--name/snapshots/<hash>
     pulled = files(local)
     card = pulled.pop("README.md").decode()
@@ -143,25 +143,25 @@ def test_push_then_pull_round_trips_byte_identically(remote, tiny_bundle):
 
 def test_a_pulled_bundle_for_another_model_is_refused(remote, tiny_bundle, tmp_path, tiny_pipe):
     other = bundle_for("stable-diffusion-v1-5/stable-diffusion-v1-5", tiny_bundle, tmp_path)
-    hub.push_bundle(other, "someone/sd15-probes", private=True)
+    publish.push_bundle(other, "someone/sd15-probes", private=True)
     assert remote.calls[0][3] is True
-    local = hub.pull_bundle("someone/sd15-probes")
+    local = publish.pull_bundle("someone/sd15-probes")
     assert front_matter((local / "README.md").read_text())["base_model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     with pytest.raises(SdvizError, match=r"built for 'stable-diffusion-v1-5/stable-diffusion-v1-5', but the running model is 'tiny'"):
         check_bundle_matches(load_bundle(local), tiny_pipe)
-    hub.push_bundle(tiny_bundle, "someone/tiny-probes")
-    check_bundle_matches(load_bundle(hub.pull_bundle("someone/tiny-probes")), tiny_pipe)  # the right one is accepted
+    publish.push_bundle(tiny_bundle, "someone/tiny-probes")
+    check_bundle_matches(load_bundle(publish.pull_bundle("someone/tiny-probes")), tiny_pipe)  # the right one is accepted
 
 
 def test_revisions_are_branches(remote, tiny_bundle):
-    hub.push_bundle(tiny_bundle, "someone/p")
-    hub.push_bundle(tiny_bundle, "someone/p", revision="v2")
+    publish.push_bundle(tiny_bundle, "someone/p")
+    publish.push_bundle(tiny_bundle, "someone/p", revision="v2")
     assert ("create_branch", "someone/p", "v2") in remote.calls
-    assert (hub.pull_bundle("someone/p@v2") / "meta.json").read_bytes() == (tiny_bundle / "meta.json").read_bytes()
+    assert (publish.pull_bundle("someone/p@v2") / "meta.json").read_bytes() == (tiny_bundle / "meta.json").read_bytes()
     with pytest.raises(SdvizError, match="has no revision 'v3'"):
-        hub.pull_bundle("someone/p@v3")
+        publish.pull_bundle("someone/p@v3")
     with pytest.raises(SdvizError, match="Two revisions given"):
-        hub.push_bundle(tiny_bundle, "someone/p@v2", revision="v3")
+        publish.push_bundle(tiny_bundle, "someone/p@v2", revision="v3")
 
 
 def test_a_damaged_bundle_is_neither_pushed_nor_accepted_after_pull(remote, tiny_bundle, tmp_path):
@@ -169,12 +169,12 @@ def test_a_damaged_bundle_is_neither_pushed_nor_accepted_after_pull(remote, tiny
     shutil.copytree(tiny_bundle, broken)
     (broken / "report.json").write_text("{not json")
     with pytest.raises(SdvizError, match="damaged"):
-        hub.push_bundle(broken, "someone/broken")
+        publish.push_bundle(broken, "someone/broken")
     assert remote.calls == []  # refused before any network call
     # Someone else's upload is damaged on the Hub: pulling checks it like a local bundle.
     hub.push_folder(broken, "someone/broken", "---\nlibrary_name: sdviz\n---\n")
     with pytest.raises(SdvizError, match="damaged"):
-        hub.pull_bundle("someone/broken")
+        publish.pull_bundle("someone/broken")
 
 
 def test_generic_folders_travel_as_datasets_too(remote, tmp_path):
@@ -217,36 +217,36 @@ def test_one_rule_for_hub_ids_offline_and_spaces(tmp_path, monkeypatch):
 
 
 def test_resolve_bundle(remote, tiny_bundle, tmp_path, monkeypatch):
-    assert hub.resolve_bundle(tiny_bundle) == tiny_bundle  # a folder is used as is, no download
-    assert hub.resolve_bundle(str(tiny_bundle)) == tiny_bundle
+    assert publish.resolve_bundle(tiny_bundle) == tiny_bundle  # a folder is used as is, no download
+    assert publish.resolve_bundle(str(tiny_bundle)) == tiny_bundle
     monkeypatch.chdir(tiny_bundle.parent.parent)  # a relative folder that also looks like OWNER/NAME is still a folder
     rel = f"{tiny_bundle.parent.name}/{tiny_bundle.name}"
-    assert hub.resolve_bundle(rel) == Path(rel)
+    assert publish.resolve_bundle(rel) == Path(rel)
     assert remote.calls == []
-    hub.push_bundle(tiny_bundle, "someone/tiny")
-    assert hub.resolve_bundle("someone/tiny") == hub.pull_bundle("someone/tiny")
+    publish.push_bundle(tiny_bundle, "someone/tiny")
+    assert publish.resolve_bundle("someone/tiny") == publish.pull_bundle("someone/tiny")
     for bad in (tmp_path / "missing", "./missing", "not an id", "a/b/c"):
         with pytest.raises(SdvizError, match="No bundle folder at .*not a Hub id"):
-            hub.resolve_bundle(bad)
+            publish.resolve_bundle(bad)
     with pytest.raises(SdvizError, match="'nobody/nothing' is not a folder here, so it was read as a Hub id: No model repository"):
-        hub.resolve_bundle("nobody/nothing")
+        publish.resolve_bundle("nobody/nothing")
 
 
 def test_offline_uses_the_hf_cache_and_says_what_to_do_without_it(remote, tiny_bundle, tmp_path, monkeypatch):
-    hub.push_bundle(tiny_bundle, "someone/tiny")
-    online = hub.pull_bundle("someone/tiny")  # downloaded into the cache
+    publish.push_bundle(tiny_bundle, "someone/tiny")
+    online = publish.pull_bundle("someone/tiny")  # downloaded into the cache
     # Offline, with the real snapshot_download: the cached copy is found without the network ...
     monkeypatch.setattr(huggingface_hub, "snapshot_download", REAL_SNAPSHOT_DOWNLOAD)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert hub.pull_bundle("someone/tiny", cache_dir=remote.cache) == online
+    assert publish.pull_bundle("someone/tiny", cache_dir=remote.cache) == online
     # ... and a repository that is not cached is one clear error.
     with pytest.raises(SdvizError) as err:
-        hub.pull_bundle("someone/never-pulled", cache_dir=remote.cache)
+        publish.pull_bundle("someone/never-pulled", cache_dir=remote.cache)
     assert str(err.value).startswith("HF_HUB_OFFLINE is set and someone/never-pulled is not in the Hugging Face cache")
     assert "bundle pull someone/never-pulled" in str(err.value)
     with pytest.raises(SdvizError, match="HF_HUB_OFFLINE is set, so nothing can be pushed"):
-        hub.push_bundle(tiny_bundle, "someone/tiny")
+        publish.push_bundle(tiny_bundle, "someone/tiny")
 
 
 @pytest.mark.parametrize(("where", "error", "message"), [
@@ -264,9 +264,9 @@ def test_hub_failures_are_one_clear_error(remote, tiny_bundle, where, error, mes
     remote.fail[where] = error()
     with pytest.raises(SdvizError, match=message) as err:
         if where == "snapshot_download":
-            hub.pull_bundle("someone/x")
+            publish.pull_bundle("someone/x")
         else:
-            hub.push_bundle(tiny_bundle, "someone/x")
+            publish.push_bundle(tiny_bundle, "someone/x")
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained traceback for the CLI
 
 
@@ -275,9 +275,9 @@ def test_push_without_a_token_says_how_to_log_in(remote, tiny_bundle, tmp_path, 
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     with pytest.raises(SdvizError, match="No Hugging Face token found: log in with `hf auth login`"):
-        hub.push_bundle(tiny_bundle, "someone/x")
+        publish.push_bundle(tiny_bundle, "someone/x")
     assert remote.calls == []
-    hub.push_bundle(tiny_bundle, "someone/x", token="hf_explicit")  # an explicit token needs no login
+    publish.push_bundle(tiny_bundle, "someone/x", token="hf_explicit")  # an explicit token needs no login
     assert remote.calls[0][4] == "hf_explicit"
 
 

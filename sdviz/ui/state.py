@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SdvizError
-from ..hub import is_hub_id, offline, on_space, resolve_bundle
+from ..hub import is_hub_id, offline, on_space
 from ..io import ROOT, bundle_dir, find_bundle
+from ..publish import resolve_bundle
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ READY_TIMEOUT_S = 600.0  # an API request that arrives while the model loads wai
 # -- where bundles come from ------------------------------------------------------------------------
 def _resolve_bundle(spec: str) -> Path:
     """A bundle named on the command line or in SDVIZ_BUNDLE -> a local folder: a folder, or a Hub id
-    OWNER/NAME[@revision] downloaded into the HF cache (hub.resolve_bundle)."""
+    OWNER/NAME[@revision] downloaded into the HF cache (publish.resolve_bundle)."""
     if not is_hub_id(spec):
         return Path(spec).expanduser()  # a folder, possibly still to be built by the automatic build
     return resolve_bundle(spec)
