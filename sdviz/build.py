@@ -177,6 +177,7 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
     import torch
 
     from . import analysis, maps, probes
+    from .bundle import save_bundle
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -235,7 +236,7 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
     }
     out = Path(config.out) if config.out else bundle_dir(slug)
     with stage(timings, "save"):
-        probes.save_bundle(out, fitted, meta, report, map_tensors)
+        save_bundle(out, fitted, meta, report, map_tensors)
         write_report(out)
     timings["total"] = time.perf_counter() - started
     return BuildResult(out, report, timings)
@@ -255,8 +256,8 @@ def missing_ratings(ratings) -> dict:
 
 def write_report(bundle_path: Path, out: Path | None = None) -> Path:
     """(Re)write a bundle's self-contained HTML report."""
+    from .bundle import load_bundle
     from .plots import report_html
-    from .probes import load_bundle
 
     bundle = load_bundle(bundle_path)
     out = Path(out or Path(bundle_path) / "report.html")

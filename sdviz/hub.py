@@ -3,7 +3,7 @@
 Everything goes through `huggingface_hub`: `HfApi.create_repo` / `upload_folder` to push,
 `snapshot_download` to pull (into the usual HF cache, so a second pull and offline use need no
 network), tokens from the usual places (`HF_TOKEN`, `hf auth login`). A pulled bundle is checked
-exactly like a local one (`probes.load_bundle`). Every failure a user can cause (no token, offline,
+exactly like a local one (`bundle.load_bundle`). Every failure a user can cause (no token, offline,
 unknown repo, refused token, no network) becomes one `SdvizError` that says what to do.
 
 The model card (README.md) is generated into a staging copy at each push: the user's bundle folder
@@ -237,7 +237,7 @@ def bundle_card(bundle, repo_id: str | None = None) -> str:
 def push_bundle(path, repo_id: str, *, revision: str | None = None, private: bool | None = None,
                 token: str | None = None) -> str:
     """Check a local bundle, generate its model card and upload both; return the commit URL."""
-    from .probes import load_bundle
+    from .bundle import load_bundle
 
     bundle = load_bundle(path)  # refuse to publish a damaged or partial bundle
     repo, _ = parse_hub_id(repo_id)
@@ -247,7 +247,7 @@ def push_bundle(path, repo_id: str, *, revision: str | None = None, private: boo
 
 def pull_bundle(spec: str, *, token: str | None = None, cache_dir=None) -> Path:
     """Download "OWNER/NAME[@revision]" (or reuse the cached copy) and check it exactly like a local bundle."""
-    from .probes import load_bundle
+    from .bundle import load_bundle
 
     path = pull_folder(spec, repo_type="model", token=token, cache_dir=cache_dir)
     load_bundle(path)

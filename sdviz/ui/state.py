@@ -46,7 +46,7 @@ def _default_bundle(slug: str) -> Path:
 
 def _load_bundle(path: Path):
     """Load and check a bundle; raises SdvizError (or anything else, for a damaged one)."""
-    from ..probes import load_bundle
+    from ..bundle import load_bundle
 
     return load_bundle(path)
 
@@ -183,8 +183,8 @@ class AppState:
 
     def reload_bundle(self) -> None:
         """Load, check and prepare the bundle; any defect leaves the app running without bars."""
+        from ..bundle import check_bundle_matches
         from ..plots import best_per_step, reference_names
-        from ..probes import check_bundle_matches
         from .figures import page_figures
 
         self.bundle, self.clip_name, self.unet_names, self.report_figures = None, None, [], []
