@@ -12,7 +12,8 @@ A recordings folder holds one sub-folder per run and an `index.json` listing the
 `RecordedRun.records()` yields the same `StepRecord`s `run.stream` yielded while recording, read
 from disk with no model. Everything read is checked (a recording is user-supplied data): formats,
 versions, keys, shapes, image files; anything wrong raises one `SdvizError` sentence. Never pickle.
-See docs/recorded-runs.md.
+See docs/recorded-runs.md. (Over 450 lines: the format's writer and its reader, which checks every field a user
+can hand in, live together, so a change to the format is one change in one file.)
 """
 
 import hashlib
