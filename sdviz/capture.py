@@ -100,6 +100,7 @@ class Capture:
         self.pipe = pipe
         self.family = family_of(pipe)
         self.points = {p.name: p for p in self.family.hook_points(pipe)}
+        cache = [cache] if isinstance(cache, str) else cache
         unknown = set(cache or []) - set(self.points)
         if unknown:
             raise SdvizError(f"Unknown representation(s) {sorted(unknown)}. Available: {', '.join(self.points)}.")
@@ -248,7 +249,8 @@ class Capture:
         if self._cfg is None:
             decided = getattr(self.pipe, "do_classifier_free_guidance", None)  # diffusers' own choice for this call
             calls = next(iter(self._masks.values()), [])  # else: twice the prompt's batch
-            self._cfg = decided if isinstance(decided, bool) else bool(calls) and states.shape[0] == 2 * calls[0].shape[0]
+            twice = bool(calls) and states is not None and states.shape[0] == 2 * calls[0].shape[0]
+            self._cfg = decided if isinstance(decided, bool) else twice
         return self._cfg
 
     def _denoiser_call(self, module, args, kwargs):
@@ -259,8 +261,10 @@ class Capture:
         # kept as given: int() on a CUDA tensor would stall the GPU queue at every step of a trace()
         self.timesteps.append(timestep.detach() if torch.is_tensor(timestep) else timestep)
         key = "encoder_hidden_states"
-        states = kwargs[key] if key in kwargs else args[2]
+        states = kwargs[key] if key in kwargs else args[2] if len(args) > 2 else None
         cfg = self._is_cfg(states)
+        if states is None:  # a denoiser without text conditioning: nothing to read or edit here
+            return None
         edited = states if COND not in self.edits else self._edit_cond(states, cfg)
         if COND in self.names and COND not in self._cond:  # the conditioning is the same at every step: read it once
             cond = edited.chunk(2)[1] if cfg else edited  # the denoiser batch is [unconditional, conditional]
