@@ -2,11 +2,12 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["SdvizError", "StepRecord", "Trace", "load_pipeline", "steer", "stream", "trace", "__version__"]
+__all__ = ["Capture", "SdvizError", "StepRecord", "Trace", "load_bundle", "load_pipeline", "steer", "stream", "trace",
+           "__version__"]
 
 _LAZY = {
-    "SdvizError": "errors", "load_pipeline": "models",
-    "StepRecord": "capture", "Trace": "capture", "stream": "capture", "trace": "capture", "steer": "steering",
+    "SdvizError": "errors", "load_pipeline": "models", "Capture": "capture", "load_bundle": "bundle",
+    "StepRecord": "run", "Trace": "run", "stream": "run", "trace": "run", "steer": "steering",
 }
 
 

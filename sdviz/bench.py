@@ -64,8 +64,8 @@ def _peak_memory(device: str):
 def bench_capture(args) -> None:
     import torch
 
-    from .capture import trace
     from .models import load_pipeline
+    from .run import trace
 
     pipe = load_pipeline(args.model, device=args.device)
     device = pipe.sdviz.device
@@ -232,8 +232,8 @@ def bench_app(args) -> None:
         server.terminate()
         server.wait(timeout=30)
 
-    from .capture import stream
     from .models import load_pipeline
+    from .run import stream
 
     pipe = load_pipeline(args.model, device="cpu" if args.model == "tiny" else None)
     per_step_lib = []
@@ -327,9 +327,10 @@ def bench_build(args) -> None:
     from sklearn.preprocessing import StandardScaler
 
     from .build import BuildConfig, build
+    from .bundle import load_bundle
     from .extract import load_features
     from .models import load_pipeline
-    from .probes import ALPHAS, cross_validate, load_bundle, prepare_targets
+    from .probes import ALPHAS, cross_validate, prepare_targets
     from .ratings import fill_template, load_ratings
 
     work = Path(tempfile.mkdtemp(prefix="sdviz-bench-build-"))

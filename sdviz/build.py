@@ -166,6 +166,7 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
     import torch
 
     from . import analysis, maps, probes
+    from .bundle import save_bundle
     from .report import write_report
 
     timings: dict[str, float] = {}
@@ -227,7 +228,7 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
         report["settings"] |= {"automatic": True, "steps": config.steps}
     out = Path(config.out) if config.out else bundle_dir(slug)
     with stage(timings, "save"):
-        probes.save_bundle(out, fitted, meta, report, map_tensors)
+        save_bundle(out, fitted, meta, report, map_tensors)
         write_report(out)
     timings["total"] = time.perf_counter() - started
     return BuildResult(out, report, timings)

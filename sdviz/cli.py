@@ -136,8 +136,8 @@ def _float_list(text: str, what: str) -> list[float]:
 
 
 def _steer_setup(args):
+    from .bundle import check_bundle_matches, load_bundle
     from .models import load_pipeline
-    from .probes import check_bundle_matches, load_bundle
     from .publish import resolve_bundle
 
     bundle_path = resolve_bundle(args.bundle)
@@ -264,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--prompt", required=True)
     st.add_argument("--attribute", required=True, help="an attribute of the bundle, e.g. Loud, Pleasant, UpperLimb")
     st.add_argument("--strength", type=float, required=True, help="how far the probe's reading moves, in rating units")
-    st.add_argument("--where", default="clip", help="clip (the conditioning the denoiser reads) or a block, e.g. unet.mid")
+    st.add_argument("--where", default="clip.cond", help="clip.cond (the conditioning the denoiser reads) or a block, e.g. unet.mid")
     st.add_argument("--steer-steps", default=None, help="comma-separated steps k to steer a block at (default: all)")
     st.add_argument("--steps", type=int, default=20)
     st.add_argument("--out", default=None, help="folder for original.png, steered.png, steer.json")
@@ -275,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
     se.add_argument("--cache", default=None, help="the build's feature cache (default: the model's default cache)")
     se.add_argument("--words", type=int, default=6, help="how many of the dataset's words to steer")
     se.add_argument("--strengths", default="1,2,4")
-    se.add_argument("--where", default="clip,unet.mid", help="comma-separated places to steer at")
+    se.add_argument("--where", default="clip.cond,unet.mid", help="comma-separated places to steer at")
     se.add_argument("--readout", default=None, help="representation read at the last step (default: the last UNet block)")
     se.add_argument("--steps", type=int, default=6)
     se.add_argument("--folds", type=int, default=3)

@@ -3,8 +3,9 @@
 `compare` runs two prompts with the same seed in one batch and measures, for every representation, how far
 apart they are: once for CLIP (what the denoiser reads), per denoising step for each UNet block. `lens`
 generates one prompt with the conditioning taken from each CLIP layer in turn (that layer's hidden state with
-the encoder's final layer norm applied, as the denoiser expects: `capture.layer_conditioning`), same seed, and
-decodes what each layer hands the UNet.
+the encoder's final layer norm applied, as the denoiser expects: `run.layer_conditioning`), same seed, and
+decodes what each layer hands the UNet. Both run through `run.trace` (one `Capture` per run) and decode with
+`Bundle.decode`.
 """
 
 from dataclasses import dataclass
@@ -12,11 +13,11 @@ from dataclasses import dataclass
 import torch
 
 from .analysis import pearson
-from .capture import COND, Trace, is_per_step, trace
+from .bundle import Bundle, check_bundle_matches, clip_probe_name
+from .capture import COND, is_per_step
 from .errors import SdvizError
 from .families import SDXL, family_of
-from .probes import Bundle, check_bundle_matches
-from .steering import clip_probe_name, decode_trace
+from .run import Trace, trace
 
 
 @dataclass
@@ -44,7 +45,8 @@ def compare(pipe, prompt_a: str, prompt_b: str, *, seed: int = 0, steps: int = 2
     for name, x in tr.features.items():
         d = cosine_distance(x[0], x[1])
         distance[name] = [float(v) for v in (d if is_per_step(name) else d.reshape(1))]
-    decoded = (decode_trace(bundle, tr, 0), decode_trace(bundle, tr, 1)) if bundle is not None else None
+    S = len(tr.timesteps)
+    decoded = tuple(bundle.decode(tr.at_step(row), S - 1, S) for row in (0, 1)) if bundle is not None else None
     return CompareResult((prompt_a, prompt_b), tr, distance, decoded)
 
 
@@ -83,10 +85,10 @@ def lens(pipe, prompt: str, *, seed: int = 0, steps: int = 20, guidance: float =
         tr = trace(pipe, [prompt], seeds=seed, steps=steps, guidance=guidance, clip_layer=i)
         decoded = None
         if bundle is not None:
-            decoded = decode_trace(bundle, tr)
+            decoded = bundle.decode(tr.at_step(0), len(tr.timesteps) - 1, len(tr.timesteps))
             probe = clip_probe_name(bundle)
             # what this layer hands the denoiser, read by the probe of what the denoiser normally reads
-            decoded[COND] = dict(zip(bundle.attributes, map(float, bundle.predict(probe, tr.features[COND][0]))))
+            decoded[COND] = bundle.decode({probe: tr.features[COND][0]})[probe]
         out.append(LensImage(i, tr.images[0], decoded, {k: v[0] for k, v in tr.features.items()}))
     return out
 

@@ -154,7 +154,7 @@ def diffusion_encoder(pipe, *, template: str = DEFAULT_TEMPLATE, seeds=(0,), ste
 
     Every word gets the same seed(s), so words differ only by their prompt, not their noise.
     """
-    from .capture import trace
+    from .run import trace
 
     check_template(template)
 

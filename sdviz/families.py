@@ -1,16 +1,22 @@
-"""One small adapter per model family: what sdviz must know about SD 1.x, SD 2.x and SDXL.
+"""One small adapter per model family: what sdviz must know about SD 1.x, SD 2.x and SDXL, and the one table of
+hook points.
 
 Each `Family` is data, not a framework: which pipeline class loads it, which modules are its
 text encoders (and under which name prefix they are recorded), which layer the denoiser reads,
-the denoiser's blocks and how a block's output is pooled, whether a step carries a CFG batch,
-the latent -> RGB preview factors and the default image size. `Capture`, `representation_names`,
-`stream`, `trace`, the build and the app all go through `family_of(pipe)`.
+how a block's output is pooled, whether a step carries a CFG batch, the latent -> RGB preview
+factors and the default image size. `Family.hook_points(pipe)` is the one table of every canonical
+name (`clip.pooled` ... `latents`) with the module sdviz hooks, the hook's kind and the width of what
+it records: `representation_names`, `representation_dims`, `Capture`, the bundle checks and steering
+all read it, and nothing else lists names.
 
-The names and what each records are documented for users in docs/families.md.
+The names and what each records are documented for users in docs/families.md; reading and editing
+them, kind by kind, in docs/capture.md.
 """
 
+import re
 from dataclasses import dataclass
 
+from .config import LATENT_MAX_DIM, LATENT_PROJECTED_DIM
 from .errors import SdvizError
 
 # Linear latent -> RGB maps (4 latent channels x RGB), cheap enough for every step; the real VAE
@@ -28,6 +34,33 @@ class TextEncoder:
     pooled: str  # output field recorded as <prefix>.pooled: "pooler_output", or "text_embeds" (with projection)
 
 
+COND = "clip.cond"  # the conditioning tensor the denoiser's cross-attention receives
+# Hook kinds (docs/capture.md). Per prompt: "pooled" and "mean" (a text encoder's output), "layer" (its embeddings
+# or one of its layers), "cond" (what the denoiser reads, at its pre-hook). Per step: "block" (a denoiser block's
+# output) and "latents" (the scheduler's latents, read at the step end: no module).
+PER_STEP_KINDS = ("block", "latents")
+EDITABLE_KINDS = ("layer", "cond", "block")
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """One canonical name: the module sdviz hooks for it, how, and the width of what it records."""
+
+    name: str
+    kind: str
+    module: object  # the text encoder (pooled, mean), its embeddings or layer i-1 (layer i), the denoiser (cond), a block
+    dim: int
+    encoder: TextEncoder | None = None  # the text encoder a per-prompt point belongs to
+
+    @property
+    def per_step(self) -> bool:
+        return self.kind in PER_STEP_KINDS
+
+    @property
+    def editable(self) -> bool:
+        return self.kind in EDITABLE_KINDS
+
+
 @dataclass(frozen=True)
 class Family:
     key: str  # "sd1", "sd2", "sdxl": stored in ModelInfo.family
@@ -39,25 +72,33 @@ class Family:
     extra_conditioning: tuple[str, ...] = ()  # added_cond_kwargs the denoiser receives besides the text states
     denoiser: str = "unet"  # pipeline attribute; also the name prefix of its blocks (unet.down0, ...)
     # Axes a block output is averaged over: UNet [B, C, H, W] -> (2, 3). A transformer denoiser
-    # (SD3/Flux, [B, seq, dim]) would say (1,) and list its blocks in `blocks` below.
+    # (SD3/Flux, [B, seq, dim]) would say (1,) and list its blocks in `hook_points` below.
     pool_dims: tuple[int, ...] = (2, 3)
     latent_rgb: tuple = SD_LATENT_RGB
     default_size: int = 512  # of the real checkpoints; a loaded pipe says its own in `default_size(pipe)`
 
-    def blocks(self, pipe) -> list[tuple[str, object]]:
-        """(name, module) of every denoiser block sdviz records, in a stable order."""
-        unet = getattr(pipe, self.denoiser)
-        return (
-            [(f"{self.denoiser}.down{i}", b) for i, b in enumerate(unet.down_blocks)]
-            + [(f"{self.denoiser}.mid", unet.mid_block)]
-            + [(f"{self.denoiser}.up{i}", b) for i, b in enumerate(unet.up_blocks)]
-        )
-
-    def block_dims(self, pipe) -> dict[str, int]:
-        """Width of each pooled block output, read from the denoiser's config."""
-        channels = list(getattr(pipe, self.denoiser).config.block_out_channels)
-        dims = {f"{self.denoiser}.down{i}": c for i, c in enumerate(channels)} | {f"{self.denoiser}.mid": channels[-1]}
-        return dims | {f"{self.denoiser}.up{i}": c for i, c in enumerate(reversed(channels))}
+    def hook_points(self, pipe) -> list[HookPoint]:
+        """Every canonical name of `pipe`, in a stable order, with its module, hook kind and width (from the configs,
+        at the model's default resolution): each text encoder's pooled, mean and layer{i}; clip.cond; the denoiser's
+        blocks (down, mid, up); latents."""
+        points = []
+        for spec, model, _ in self.encoders(pipe):
+            width = model.config.hidden_size
+            pooled = model.config.projection_dim if spec.pooled == "text_embeds" else width  # the projected pooled output
+            text_model = getattr(model, "text_model", model)  # CLIPTextModelWithProjection wraps a CLIPTextModel
+            layers = [text_model.embeddings, *text_model.encoder.layers]  # layer 0 = token + position embeddings
+            points += [HookPoint(f"{spec.prefix}.pooled", "pooled", model, pooled, spec),
+                       HookPoint(f"{spec.prefix}.mean", "mean", model, width, spec)]
+            points += [HookPoint(f"{spec.prefix}.layer{i}", "layer", m, width, spec) for i, m in enumerate(layers)]
+        denoiser = getattr(pipe, self.denoiser)
+        points.append(HookPoint(COND, "cond", denoiser, int(denoiser.config.cross_attention_dim)))
+        channels = list(denoiser.config.block_out_channels)
+        blocks = ([(f"down{i}", b, c) for i, (b, c) in enumerate(zip(denoiser.down_blocks, channels))]
+                  + [("mid", denoiser.mid_block, channels[-1])]
+                  + [(f"up{i}", b, c) for i, (b, c) in enumerate(zip(denoiser.up_blocks, reversed(channels)))])
+        points += [HookPoint(f"{self.denoiser}.{name}", "block", block, width) for name, block, width in blocks]
+        latent = denoiser.config.in_channels * denoiser.config.sample_size**2
+        return points + [HookPoint("latents", "latents", None, latent if latent <= LATENT_MAX_DIM else LATENT_PROJECTED_DIM)]
 
     def pool(self, output):
         """A block's output -> [B, width]: the mean over space (UNet) or over the sequence (transformer)."""
@@ -76,10 +117,6 @@ class Family:
         guidance scale as an embedding (`time_cond_proj_dim`: LCM, Turbo-style distilled models).
         """
         return guidance > 1.0 and getattr(pipe, self.denoiser).config.get("time_cond_proj_dim") is None
-
-    def cond_dim(self, pipe) -> int:
-        """Width of the conditioning tensor the denoiser's cross-attention receives."""
-        return int(getattr(pipe, self.denoiser).config.cross_attention_dim)
 
 
 _CLIP = TextEncoder("clip", "text_encoder", "tokenizer", "pooler_output")
@@ -133,3 +170,33 @@ def family_of(pipe) -> Family:
 def default_size(pipe) -> int:
     """The pipeline's default image side in pixels (what diffusers uses when height/width are None)."""
     return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
+
+
+# -- names ------------------------------------------------------------------------------------------------------
+def hook_points(pipe) -> list[HookPoint]:
+    """The hook table of a loaded pipeline (`Family.hook_points`)."""
+    return family_of(pipe).hook_points(pipe)
+
+
+def representation_names(pipe) -> list[str]:
+    """Every name a full capture of `pipe` records, in a stable order."""
+    return [p.name for p in hook_points(pipe)]
+
+
+def representation_dims(pipe) -> dict[str, int]:
+    """Feature size of every name at the model's default resolution, read from the configs."""
+    return {p.name: p.dim for p in hook_points(pipe)}
+
+
+TEXT_PREFIXES = tuple(sorted({f"{t.prefix}." for f in FAMILIES.values() for t in f.text_encoders}))  # ("clip.", "clip2.")
+
+
+def is_per_step(name: str) -> bool:
+    """True for names recorded at every denoising step; False for the text encoders' (and clip.cond), once per prompt."""
+    return not name.startswith(TEXT_PREFIXES)
+
+
+# Any name some family's table can hold, for checking names in files without a model (recorded runs).
+NAME_PATTERN = re.compile(
+    rf"({'|'.join(p[:-1] for p in TEXT_PREFIXES)})\.(pooled|mean|layer\d{{1,3}})|{re.escape(COND)}"
+    rf"|({'|'.join(sorted({f.denoiser for f in FAMILIES.values()}))})\.(down\d{{1,2}}|mid|up\d{{1,2}})|latents")

@@ -92,7 +92,7 @@ def bundle_card(bundle, repo_id: str | None = None) -> str:
 def push_bundle(path, repo_id: str, *, revision: str | None = None, private: bool | None = None,
                 token: str | None = None) -> str:
     """Check a local bundle, generate its model card and upload both; return the commit URL."""
-    from .probes import load_bundle
+    from .bundle import load_bundle
 
     bundle = load_bundle(path)  # refuse to publish a damaged or partial bundle
     repo, _ = parse_hub_id(repo_id)
@@ -102,7 +102,7 @@ def push_bundle(path, repo_id: str, *, revision: str | None = None, private: boo
 
 def pull_bundle(spec: str, *, token: str | None = None, cache_dir=None) -> Path:
     """Download "OWNER/NAME[@revision]" (or reuse the cached copy) and check it exactly like a local bundle."""
-    from .probes import load_bundle
+    from .bundle import load_bundle
 
     path = pull_folder(spec, repo_type="model", token=token, cache_dir=cache_dir)
     load_bundle(path)

@@ -9,16 +9,16 @@ A recordings folder holds one sub-folder per run and an `index.json` listing the
     <run-id>/decoded.json           decoded attributes per step (only when recorded with a probe bundle)
     <run-id>/run.json               the run's settings, timesteps and file list; written last: it marks the run complete
 
-`RecordedRun.records()` yields the same `StepRecord`s `capture.stream` yielded while recording, read
+`RecordedRun.records()` yields the same `StepRecord`s `run.stream` yielded while recording, read
 from disk with no model. Everything read is checked (a recording is user-supplied data): formats,
 versions, keys, shapes, image files; anything wrong raises one `SdvizError` sentence. Never pickle.
-See docs/recorded-runs.md.
+See docs/recorded-runs.md. (Over 450 lines: the format's writer and its reader, which checks every field a user
+can hand in, live together, so a change to the format is one change in one file.)
 """
 
 import hashlib
 import json
 import logging
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,15 +31,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from .capture import StepRecord, check_run_args, is_per_step, stream
-from .config import MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MAX_STEPS
+from .bundle import Bundle, check_bundle_matches, load_bundle
+from .config import MAX_SIDE
 from .errors import SdvizError
+from .families import NAME_PATTERN, is_per_step
 from .hub import is_hub_id, pull_folder
 from .io import ROOT, atomic_write
+from .run import StepRecord, check_run_args, stream
 
 FORMAT, RUN_FORMAT, VERSION = "sdviz-recordings", "sdviz-run", 1
 INDEX_FIELDS = ("id", "prompt", "seed", "steps", "guidance", "model", "is_tiny", "bundle_model", "sdviz_version", "created")
-_NAME = re.compile(r"clip2?\.(pooled|mean|cond|layer\d{1,3})|unet\.(down\d{1,2}|mid|up\d{1,2})|latents")
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,80}")
 _PNG = b"\x89PNG\r\n\x1a\n"
 log = logging.getLogger(__name__)
@@ -80,11 +81,8 @@ def _bundle_info(bundle) -> dict:
 
 def decode(bundle, record: StepRecord) -> dict[str, list[float]]:
     """Decoded attributes of one record, as the app decodes a live step: every probe the bundle has."""
-    out = {}
-    for name, x in (record.clip | record.features).items():
-        if name in bundle.probes:
-            out[name] = [float(v) for v in bundle.predict(name, x, record.step, record.steps)]
-    return out
+    decoded = bundle.decode(record.clip | record.features, record.step, record.steps)
+    return {name: list(values.values()) for name, values in decoded.items()}
 
 
 def _model(pipe) -> tuple[str, bool]:
@@ -108,7 +106,7 @@ def _write_decoded(folder: Path, bundle, info: dict, records) -> dict:
 
 
 def _record_one(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundle, bundle_info, bar) -> dict:
-    """Run one prompt through capture.stream and write its files; run.json last."""
+    """Run one prompt through run.stream and write its files; run.json last."""
     (folder / "previews").mkdir(parents=True, exist_ok=True)
     records = []
     for record in stream(pipe, prompt, seed=seed, steps=steps, guidance=guidance):
@@ -147,10 +145,8 @@ def record_runs(pipe, prompts: list[str], out: str | Path, *, seed: int = 0, ste
     rerunning resumes: finished runs are skipped (re-decoded from disk, without the model, when the
     bundle changed). `bundle` is a probe bundle (or its folder) for `pipe`'s model, or None.
     """
-    from .probes import Bundle, check_bundle_matches, load_bundle
-
     prompts = list(dict.fromkeys(p.strip() if isinstance(p, str) else p for p in prompts))  # once each, in order
-    check_run_args(pipe, prompts, steps, guidance, None, None, [seed])
+    prompts, seed, steps, guidance, _, _ = check_run_args(prompts, seed, steps, guidance)
     if bundle is not None and not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     if bundle is not None:
@@ -240,7 +236,7 @@ class RecordedRun:
     meta: dict = field(default_factory=dict, repr=False)  # the whole of run.json, checked
 
     def records(self) -> Iterator[StepRecord]:
-        """The run's StepRecords in step order, as capture.stream yielded them; the last carries the final image."""
+        """The run's StepRecords in step order, as run.stream yielded them; the last carries the final image."""
         features = _read_features(self)
         clip = {n: features[n] for n in self.meta["clip"]}
         for k in range(self.steps):
@@ -293,16 +289,18 @@ def _check_size(size) -> bool:
 
 
 def _check_run_meta(meta, folder: Path) -> None:
-    """Types and ranges of every run.json field the replay uses."""
+    """Types and ranges of every run.json field the replay uses (prompt, seed, steps, guidance: the rule a run is
+    checked by, `run.check_run_args`, on the JSON types a recording writes)."""
     def bad(what):
         return _damaged(folder, f"run.json: {what}")
 
-    checks = {
-        "prompt": isinstance(meta.get("prompt"), str) and 0 < len(meta["prompt"]) <= MAX_PROMPT_CHARS,
-        "seed": _is_int(meta.get("seed"), 0, MAX_SEED),
-        "steps": _is_int(meta.get("steps"), 1, MAX_STEPS),
-        "guidance": isinstance(meta.get("guidance"), (int, float)) and not isinstance(meta["guidance"], bool)
-        and math.isfinite(meta["guidance"]) and 0 <= meta["guidance"] <= MAX_GUIDANCE,
+    try:
+        check_run_args(meta.get("prompt"), meta.get("seed"), meta.get("steps"), meta.get("guidance"))
+    except SdvizError as err:
+        raise bad(str(err).rstrip(".")) from None
+    checks = {  # JSON types, where the rule also reads a form's text ("3", "7.5")
+        "seed": isinstance(meta["seed"], int), "steps": isinstance(meta["steps"], int),
+        "guidance": isinstance(meta["guidance"], (int, float)),
         "model": isinstance(meta.get("model"), str) and bool(meta["model"]),
         "is_tiny": isinstance(meta.get("is_tiny"), bool),
         "preview_size": _check_size(meta.get("preview_size")),
@@ -322,7 +320,7 @@ def _check_run_meta(meta, folder: Path) -> None:
         raise bad(f"timesteps must be {meta['steps']} whole numbers")
     for group, per_step in (("clip", False), ("per_step", True)):
         names = meta.get(group)
-        if not isinstance(names, dict) or not all(isinstance(n, str) and _NAME.fullmatch(n) and is_per_step(n) == per_step
+        if not isinstance(names, dict) or not all(isinstance(n, str) and NAME_PATTERN.fullmatch(n) and is_per_step(n) == per_step
                                                   and _is_int(d, 1, MAX_FEATURE_DIM) for n, d in names.items()):
             raise bad(f"'{group}' must map representation names to feature sizes")
     if not meta["per_step"]:

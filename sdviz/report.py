@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .analysis import pearson
+from .bundle import load_bundle
 from .io import atomic_write
 from .labels import label, short, step_text
 from .plots import (
@@ -23,7 +24,6 @@ from .plots import (
     steer_eval_figure,
     two_v_two_curve,
 )
-from .probes import load_bundle
 from .results import WORDFORM, best_per_step, first_result, knn_chance, null, reference_names, result, summary_rows
 
 CAPTIONS = {

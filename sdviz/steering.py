@@ -3,21 +3,25 @@
 Probes read attributes; steering tests the causal claim behind them. For an attribute and a strength s, the
 probe's weight vector w (un-standardised into feature units) gives the direction d = s * w / |w|^2: added to a
 representation, it moves that probe's reading by exactly s (rating units) and nothing else the probe sees.
-`steer` adds d to the conditioning the denoiser receives ("clip": every real token, so `clip.cond` moves by d)
-or to one UNet block's output at chosen steps, regenerates with the same seed and decodes both runs.
-`steer_eval` turns that into a measurement over the dataset's words: how much the target attribute moves
-downstream against the others, with held-out directions and a random-direction control (docs/steering.md).
+`steer` adds d, as an edit of the one hook primitive (`shift`, through `trace(edits=...)`), to the conditioning the
+denoiser receives (`clip.cond`: every real token, so its masked mean moves by d) or to one UNet block's output at
+chosen steps, regenerates with the same seed and decodes both runs with `Bundle.decode`. `steer_eval` turns that
+into a measurement over the dataset's words: how much the target attribute moves downstream against the others,
+with held-out directions and a random-direction control (docs/steering.md).
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .capture import COND, Shift, Trace, is_per_step, trace
+from .bundle import Bundle, check_bundle_matches, clip_probe_name
+from .capture import COND, Edit, is_per_step
 from .errors import SdvizError
-from .families import family_of
-from .probes import Bundle, check_bundle_matches, fit_ridge, kfold, nearest_trained_step
+from .families import hook_points
+from .probes import fit_ridge, kfold
+from .run import Trace, trace
 
 
 @dataclass
@@ -25,7 +29,7 @@ class SteerResult:
     prompt: str
     attribute: str
     strength: float
-    where: str  # "clip" or a UNet block name ("unet.mid")
+    where: str  # "clip.cond" or a UNet block name ("unet.mid")
     steps_steered: list[int]  # denoising steps k (0 = pure noise) where the shift was applied
     original: Trace  # decode=True, batch of 1, all representations
     steered: Trace
@@ -33,14 +37,6 @@ class SteerResult:
     decoded_steered: dict[str, dict[str, float]]
     target_change: dict[str, float]  # representation -> steered - original for `attribute`
     others_change: dict[str, float]  # representation -> mean |steered - original| over the other attributes
-
-
-def clip_probe_name(bundle: Bundle) -> str:
-    """The probe that reads the conditioning the denoiser receives: clip.cond (equal to clip.mean on SD 1/2)."""
-    for name in (COND, "clip.mean"):
-        if name in bundle.probes:
-            return name
-    raise SdvizError("This bundle has no clip.cond or clip.mean probe to steer with. Rebuild it with `python -m sdviz build`.")
 
 
 def _unit_direction(weight: torch.Tensor, std: torch.Tensor, what: str) -> torch.Tensor:
@@ -55,30 +51,37 @@ def _unit_direction(weight: torch.Tensor, std: torch.Tensor, what: str) -> torch
 
 def steer_direction(bundle: Bundle, name: str, attribute: str, *, live_step: int = 0, live_steps: int = 1) -> torch.Tensor:
     """The feature-unit vector that moves `name`'s probe reading of `attribute` by exactly 1 (scale by the strength).
-    A per-step probe is taken at the trained step nearest to live step k of a `live_steps`-step run."""
+    A per-step probe is the one that serves live step k of a `live_steps`-step run (`Bundle.trained_step`)."""
     if attribute not in bundle.attributes:
         raise SdvizError(f"Unknown attribute '{attribute}'. The bundle's attributes are: {', '.join(bundle.attributes)}.")
     if name not in bundle.probes:
         raise SdvizError(f"The bundle has no probe for '{name}'. It has: {', '.join(bundle.probes)}.")
     probe = bundle.probes[name]
-    j = nearest_trained_step(live_step, live_steps, probe.weight.shape[0]) if name in bundle.meta["per_step"] else 0
+    j = bundle.trained_step(name, live_step, live_steps)
     t = bundle.attributes.index(attribute)
     return _unit_direction(probe.weight[j][:, t], probe.std[j], f"{attribute} in {name}")
 
 
-def decode_trace(bundle: Bundle, tr: Trace, row: int = 0) -> dict[str, dict[str, float]]:
-    """Every representation the bundle has a probe for, decoded for one prompt of a trace (per-step: last step)."""
-    out = {}
-    for name, x in tr.features.items():
-        if name not in bundle.probes:
-            continue
-        if is_per_step(name):
-            S = x.shape[1]
-            values = bundle.predict(name, x[row, -1], live_step=S - 1, live_steps=S)
-        else:
-            values = bundle.predict(name, x[row])
-        out[name] = {a: float(v) for a, v in zip(bundle.attributes, values)}
-    return out
+def shift(vectors) -> Edit:
+    """An edit for `Capture` / `trace(edits=...)` that adds a vector along the channels of a hook point's tensor.
+
+    vectors: one tensor ([dim], or [batch, dim] for one per prompt) for every step, or {step k: tensor} for those
+    steps only (the others pass through untouched, bit for bit). On `clip.cond` the masked mean moves by exactly the
+    vector; on a block ([batch, channels, H, W]) it is added at every position, so the pooled feature moves by it.
+    """
+    by_step = vectors if isinstance(vectors, dict) else None
+
+    def edit(x: torch.Tensor, step) -> torch.Tensor:
+        v = vectors if by_step is None else by_step.get(step)
+        if v is None:
+            return x
+        rows = v.float().to(x.device)
+        rows = rows.expand(x.shape[0], -1) if rows.dim() == 1 else rows  # [batch, dim]
+        rows = rows.reshape(*rows.shape, *[1] * (x.dim() - 2)) if x.dim() == 4 else rows  # a feature map: every position
+        rows = rows[:, None, :] if x.dim() == 3 else rows  # token states [batch, tokens, dim]: every token
+        return x + rows.to(x.dtype)
+
+    return edit
 
 
 def _changes(before: dict, after: dict, attribute: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -91,44 +94,63 @@ def _changes(before: dict, after: dict, attribute: str) -> tuple[dict[str, float
     return target, others
 
 
-def _check_where(pipe, bundle: Bundle, where: str) -> str:
-    """The probe name steering at `where` uses."""
+def _blocks(pipe) -> list[str]:
+    return [p.name for p in hook_points(pipe) if p.kind == "block"]
+
+
+def _canonical(where: str) -> str:
     if where == "clip":
+        warnings.warn(f"where='clip' is deprecated: it is '{COND}' (the same place); 'clip' goes in the next release.",
+                      DeprecationWarning, stacklevel=3)
+        return COND
+    return where
+
+
+def _check_where(pipe, bundle: Bundle, where: str) -> str:
+    """The probe name steering at `where` (clip.cond or a block) uses."""
+    if where == COND:
         return clip_probe_name(bundle)
-    blocks = [name for name, _ in family_of(pipe).blocks(pipe)]
+    blocks = _blocks(pipe)
     if where not in blocks:
-        raise SdvizError(f"Cannot steer at '{where}'. Choose clip or one of: {', '.join(blocks)}.")
+        raise SdvizError(f"Cannot steer at '{where}'. Choose {COND} or one of: {', '.join(blocks)}.")
     if where not in bundle.probes:
         raise SdvizError(f"The bundle has no probe for '{where}'. Rebuild it with that representation.")
     return where
 
 
-def shifts_for(bundle: Bundle, where: str, probe: str, attribute: str, strength: float, steps: list[int],
-               num_steps: int) -> list[Shift]:
-    """The Shift hooks of one steer: CLIP gets one (the conditioning is read at every step); a block gets one
-    per steered step, each along the probe trained nearest to that step."""
-    if where == "clip":
-        return [Shift("clip", strength * steer_direction(bundle, probe, attribute), frozenset(steps))]
-    return [Shift(where, strength * steer_direction(bundle, probe, attribute, live_step=k, live_steps=num_steps),
-                  frozenset([k])) for k in steps]
+def steer_edit(bundle: Bundle, where: str, probe: str, attribute: str, strength: float, steps: list[int],
+               num_steps: int) -> Edit:
+    """The edit of one steer: at clip.cond one direction (the conditioning is read at every step); at a block, at
+    each steered step the direction of the probe that serves it."""
+    if where == COND:
+        d = strength * steer_direction(bundle, probe, attribute)
+        return shift({k: d for k in steps})
+    return shift({k: strength * steer_direction(bundle, probe, attribute, live_step=k, live_steps=num_steps) for k in steps})
 
 
-def steer(pipe, bundle: Bundle, prompt: str, *, attribute: str, strength: float, where: str = "clip", steps=None,
+def _decode_last_step(bundle: Bundle, tr: Trace, row: int = 0) -> dict[str, dict[str, float]]:
+    S = len(tr.timesteps)
+    return bundle.decode(tr.at_step(row), S - 1, S)
+
+
+def steer(pipe, bundle: Bundle, prompt: str, *, attribute: str, strength: float, where: str = COND, steps=None,
           seed: int = 0, num_steps: int = 20, guidance: float = 7.5) -> SteerResult:
     """Generate `prompt` twice with the same seed, the second time shifted along `attribute`'s probe direction by
-    `strength` (rating units) at `where`, and decode both. strength 0 reproduces the original image bit for bit."""
+    `strength` (rating units) at `where` (`clip.cond` or a block; "clip" is a deprecated alias of `clip.cond`), and
+    decode both at the last step. strength 0 reproduces the original image bit for bit."""
     check_bundle_matches(bundle, pipe)
+    where = _canonical(where)
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not np.isfinite(strength):
         raise SdvizError(f"The strength must be a number (rating units, e.g. 2 or -2); got {strength!r}.")
     probe = _check_where(pipe, bundle, where)
     steered_steps = list(range(num_steps)) if steps is None else sorted({int(k) for k in steps})
     if not steered_steps or steered_steps[0] < 0 or steered_steps[-1] >= num_steps:
         raise SdvizError(f"Steps to steer must lie in 0..{num_steps - 1} (step 0 is pure noise); got {steps!r}.")
-    shifts = shifts_for(bundle, where, probe, attribute, float(strength), steered_steps, num_steps)
+    edit = steer_edit(bundle, where, probe, attribute, float(strength), steered_steps, num_steps)
     common = dict(seeds=seed, steps=num_steps, guidance=guidance)
     original = trace(pipe, [prompt], **common)
-    steered = trace(pipe, [prompt], shifts=shifts, **common)
-    before, after = decode_trace(bundle, original), decode_trace(bundle, steered)
+    steered = trace(pipe, [prompt], edits={where: edit}, **common)
+    before, after = _decode_last_step(bundle, original), _decode_last_step(bundle, steered)
     target, others = _changes(before, after, attribute)
     return SteerResult(prompt, attribute, float(strength), where, steered_steps, original, steered, before, after,
                        target, others)
@@ -154,7 +176,7 @@ def _directions(X: torch.Tensor, Y: np.ndarray) -> torch.Tensor:
 
 
 def steer_eval(pipe, bundle: Bundle, features: dict[str, torch.Tensor], words: list[str], Y: np.ndarray, *,
-               prompts: list[str], n_words: int = 6, strengths=(1.0, 2.0, 4.0), wheres=("clip", "unet.mid"),
+               prompts: list[str], n_words: int = 6, strengths=(1.0, 2.0, 4.0), wheres=(COND, "unet.mid"),
                readout: str | None = None, steps: int = 6, guidance: float = 7.5, seed: int = 0,
                folds: int = 3, progress: bool = True) -> dict:
     """Steering specificity over `n_words` of the dataset's words (docs/steering.md).
@@ -169,8 +191,8 @@ def steer_eval(pipe, bundle: Bundle, features: dict[str, torch.Tensor], words: l
     from tqdm.auto import tqdm
 
     check_bundle_matches(bundle, pipe)
-    blocks = [name for name, _ in family_of(pipe).blocks(pipe)]
-    readout = readout or blocks[-1]
+    readout = readout or _blocks(pipe)[-1]
+    wheres = [_canonical(w) for w in wheres]
     for where in wheres:
         _check_where(pipe, bundle, where)
     if readout not in features or not is_per_step(readout):
@@ -183,6 +205,9 @@ def steer_eval(pipe, bundle: Bundle, features: dict[str, torch.Tensor], words: l
     chosen = np.sort(rng.choice(len(words), size=n_words, replace=False))
     T = Y.shape[1]
     trained = features[readout].shape[1]
+    if trained != bundle.meta["steps"]:
+        raise SdvizError(f"The feature cache has {trained} steps per word but the bundle was trained with "
+                         f"{bundle.meta['steps']}: pass the --cache of the build that made this bundle.")
     clip_name = clip_probe_name(bundle)
     per_word = {w: {str(s): {k: np.zeros((n_words, T)) for k in ("target", "others", "random_target", "random_others")}
                     for s in strengths} for w in wheres}
@@ -199,12 +224,12 @@ def steer_eval(pipe, bundle: Bundle, features: dict[str, torch.Tensor], words: l
         read_probe = fit_ridge(features[readout][train, last].double(), torch.as_tensor(Y[train]))
         dirs = {}
         for where in wheres:
-            if where == "clip":  # the conditioning is read at every step: one direction for all of them
+            if where == COND:  # the conditioning is read at every step: one direction for all of them
                 one = fit(clip_name)
                 dirs[where] = {k: one for k in range(steps)}
-            else:
-                by_trained = {j: fit(where, j) for j in {nearest_trained_step(k, steps, trained) for k in range(steps)}}
-                dirs[where] = {k: by_trained[nearest_trained_step(k, steps, trained)] for k in range(steps)}
+            else:  # at step k, the directions of the probe that serves it
+                by_trained = {j: fit(where, j) for j in {bundle.trained_step(where, k, steps) for k in range(steps)}}
+                dirs[where] = {k: by_trained[bundle.trained_step(where, k, steps)] for k in range(steps)}
         for i_word, w in zip(part, held):
             base = trace(pipe, [prompts[w]], seeds=seed, steps=steps, guidance=guidance, decode=False, layers=[readout])
             original = read_probe.predict(base.features[readout][:, -1].double()).numpy()[0]  # [T]
@@ -214,12 +239,12 @@ def steer_eval(pipe, bundle: Bundle, features: dict[str, torch.Tensor], words: l
                     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(w))
                     noise = torch.randn((T, dirs[where][0].shape[1]), generator=g)
                     noise = noise / noise.norm(dim=1, keepdim=True)
-                    shifts = []
+                    by_step = {}
                     for k in range(steps):
                         D = dirs[where][k] * s  # [T, dim]
-                        shifts.append(Shift(where, torch.cat([D, noise * D.norm(dim=1, keepdim=True)]), frozenset([k])))
+                        by_step[k] = torch.cat([D, noise * D.norm(dim=1, keepdim=True)])
                     run = trace(pipe, [prompts[w]] * (2 * T), seeds=seed, steps=steps, guidance=guidance, decode=False,
-                                layers=[readout], shifts=shifts)
+                                layers=[readout], edits={where: shift(by_step)})
                     read = read_probe.predict(run.features[readout][:, -1].double()).numpy()  # [2T, T]
                     target, others = specificity(original[None], read[None, :T])
                     r_target, r_others = specificity(original[None], read[None, T:])
@@ -236,6 +261,6 @@ def steer_eval(pipe, bundle: Bundle, features: dict[str, torch.Tensor], words: l
     return {
         "model": bundle.meta["model"], "readout": readout, "readout_step": steps - 1, "steps": steps,
         "guidance": guidance, "seed": seed, "folds": min(folds, n_words), "words": [words[i] for i in chosen],
-        "attributes": list(bundle.attributes), "strengths": [float(s) for s in strengths], "wheres": list(wheres),
+        "attributes": list(bundle.attributes), "strengths": [float(s) for s in strengths], "wheres": wheres,
         "results": results, "summary": summary,
     }

@@ -1,7 +1,7 @@
 """Ways a probe bundle on disk can be damaged, for tests of everything that reads one.
 
 DAMAGE: (name, mutate(path), expected message regex). `mutate` edits a copy of a good bundle in
-place; `sdviz.probes.load_bundle` must then raise SdvizError matching the regex, the CLI must exit 2
+place; `sdviz.bundle.load_bundle` must then raise SdvizError matching the regex, the CLI must exit 2
 with one line, and the app must keep serving (it reuses this list).
 """
 

@@ -48,7 +48,7 @@ def test_the_app_decodes_exactly_what_the_library_decodes(client, tiny_pipe, tin
     import numpy as np
 
     from sdviz import stream
-    from sdviz.probes import load_bundle
+    from sdviz.bundle import load_bundle
 
     _, (_, _, decoded, _) = _run(client, "a photo of a violin", seed=5, steps=4, guidance=3.0)
     bundle = load_bundle(tiny_bundle)

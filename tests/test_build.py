@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from sdviz import SdvizError
+from sdviz.bundle import check_bundle_matches, load_bundle
 from sdviz.extract import diffusion_encoder, extract_features, load_features
-from sdviz.probes import check_bundle_matches, load_bundle
 from sdviz.ratings import load_ratings
 
 ROOT = Path(__file__).resolve().parent.parent

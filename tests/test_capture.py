@@ -217,8 +217,8 @@ def test_cfg_batch_follows_the_pipelines_rule_including_guidance_embedding_model
 
 
 def test_stream_previews_use_the_familys_latent_colours(pipe):
-    from sdviz.capture import latent_preview
     from sdviz.families import SDXL_LATENT_RGB, family_of
+    from sdviz.run import latent_preview
 
     family = family_of(pipe)
     assert (family.latent_rgb is SDXL_LATENT_RGB) == hasattr(pipe, "text_encoder_2")

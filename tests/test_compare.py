@@ -6,9 +6,10 @@ import torch
 from conftest import all_hooks, pipe_modules, sdviz_hooks
 
 from sdviz import compare as cmp
-from sdviz.capture import COND, trace
+from sdviz.bundle import load_bundle
+from sdviz.capture import COND
 from sdviz.errors import SdvizError
-from sdviz.probes import load_bundle
+from sdviz.run import trace
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ def family_app(request, words24_csv, family_bundle, launch_app):
 
 def test_the_app_streams_and_decodes_each_familys_representations_like_the_library(family_app):
     from sdviz import stream
-    from sdviz.probes import load_bundle
+    from sdviz.bundle import load_bundle
 
     model, bundle_path, client, app = family_app
     job = client.submit("a photo of a violin", 5, 2, 3.0, api_name="/generate")

@@ -6,8 +6,8 @@ import pytest
 from conftest import FAMILY_MODELS
 
 from sdviz import SdvizError, stream
+from sdviz.bundle import check_bundle_matches, load_bundle
 from sdviz.capture import representation_dims, representation_names
-from sdviz.probes import check_bundle_matches, load_bundle
 
 OTHER_PIPES: dict = {}  # the other families' pipes, loaded once
 

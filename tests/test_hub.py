@@ -12,9 +12,9 @@ import yaml
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from sdviz import __version__, hub, publish
+from sdviz.bundle import check_bundle_matches, load_bundle
 from sdviz.cli import main
 from sdviz.errors import SdvizError
-from sdviz.probes import check_bundle_matches, load_bundle
 
 REAL_SNAPSHOT_DOWNLOAD = huggingface_hub.snapshot_download
 BUNDLE_FILES = {"meta.json", "report.json", "probes.safetensors", "maps.safetensors", "report.html"}

@@ -6,7 +6,8 @@ from sklearn.linear_model import RidgeCV
 from sklearn.preprocessing import StandardScaler
 
 from sdviz import analysis
-from sdviz.probes import ALPHAS, cross_validate, fit_ridge, kfold, nearest_trained_step
+from sdviz.bundle import nearest_trained_step
+from sdviz.probes import ALPHAS, cross_validate, fit_ridge, kfold
 
 
 def _data(seed=0, n=300, d=40, T=12, signal=0.4):

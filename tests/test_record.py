@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sdviz import SdvizError, record, stream
+from sdviz.bundle import load_bundle
 from sdviz.cli import main
-from sdviz.probes import load_bundle
 from sdviz.record import find_run, load_recordings, record_runs
 
 ROOT = Path(__file__).resolve().parent.parent

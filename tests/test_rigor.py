@@ -12,8 +12,8 @@ import pytest
 from bundle_damage import DAMAGE
 
 from sdviz import SdvizError
+from sdviz.bundle import load_bundle
 from sdviz.cli import main
-from sdviz.probes import load_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 

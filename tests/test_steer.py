@@ -9,11 +9,11 @@ import torch
 from conftest import pipe_modules, sdviz_hooks
 
 from sdviz import steering
-from sdviz.capture import Shift, trace
+from sdviz.bundle import load_bundle
 from sdviz.errors import SdvizError
 from sdviz.extract import load_features
-from sdviz.probes import load_bundle
 from sdviz.ratings import fill_template, load_ratings
+from sdviz.run import trace
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def bundle(tiny_bundle):
 
 
 def test_strength_zero_reproduces_the_original_image_bit_for_bit(tiny_pipe, bundle):
-    for where in ("clip", "unet.mid", "unet.down1"):
+    for where in ("clip.cond", "unet.mid", "unet.down1"):
         result = steering.steer(tiny_pipe, bundle, "a photo of a violin", attribute="Loud", strength=0.0, where=where,
                                 num_steps=3)
         assert np.array_equal(np.asarray(result.original.images[0]), np.asarray(result.steered.images[0]))
@@ -80,7 +80,7 @@ def test_user_mistakes_are_one_sentence_errors(tiny_pipe, bundle):
     with pytest.raises(SdvizError, match="strength must be a number"):
         steering.steer(tiny_pipe, bundle, "a dog", attribute="Loud", strength=float("nan"), num_steps=2)
     with pytest.raises(SdvizError, match="Cannot steer at"):
-        trace(tiny_pipe, ["a dog"], steps=2, shifts=[Shift("vae", torch.zeros(4))])
+        trace(tiny_pipe, ["a dog"], steps=2, edits={"vae": steering.shift(torch.zeros(4))})
     assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
 
 
@@ -122,11 +122,11 @@ def test_steer_eval_runs_end_to_end_on_tiny_with_held_out_directions(tiny_pipe, 
     ratings = load_ratings(subset_csv)
     prompts = [fill_template(bundle.meta["template"], w) for w in cache.words]
     out = steering.steer_eval(tiny_pipe, bundle, cache.features, cache.words, ratings.values, prompts=prompts,
-                              n_words=2, strengths=(1.0, 2.0), wheres=("clip", "unet.mid"), steps=2, folds=2,
+                              n_words=2, strengths=(1.0, 2.0), wheres=("clip.cond", "unet.mid"), steps=2, folds=2,
                               progress=False)
     assert out["readout"] == "unet.up2" and len(out["words"]) == 2 and out["folds"] == 2
     T = len(bundle.attributes)
-    for where in ("clip", "unet.mid"):
+    for where in ("clip.cond", "unet.mid"):
         for s in ("1.0", "2.0"):
             assert len(out["results"][where][s]["target"]) == T
             assert set(out["summary"][where][s]) == {"target", "others", "random_target", "random_others"}
@@ -163,7 +163,7 @@ def test_cli_steer_eval_adds_its_section_to_the_report(tiny_bundle, subset_csv, 
                  str(tiny_bundle.parent / "cache"), "--words", "2", "--strengths", "1,2", "--steps", "2", "--folds", "2",
                  "--quiet"]) == 0
     doc = json.loads((bundle / "steer_eval.json").read_text())
-    assert doc["strengths"] == [1.0, 2.0] and doc["wheres"] == ["clip", "unet.mid"]
+    assert doc["strengths"] == [1.0, 2.0] and doc["wheres"] == ["clip.cond", "unet.mid"]
     page = (bundle / "report.html").read_text()
     assert "<h2>Steering</h2>" in page and "random direction" in page
     load_bundle(bundle)  # the extra file does not disturb the bundle's checks
@@ -182,9 +182,9 @@ def test_the_shift_moves_clip_cond_and_a_block_by_exactly_the_vector_in_every_fa
     v_cond = torch.linspace(-1, 1, dims[COND])
     v_mid = torch.linspace(1, -1, dims["unet.mid"])
     base = trace(pipe, ["a photo of a violin"], steps=2, decode=False)
-    clip = trace(pipe, ["a photo of a violin"], steps=2, decode=False, shifts=[Shift("clip", v_cond)])
+    clip = trace(pipe, ["a photo of a violin"], steps=2, decode=False, edits={COND: steering.shift(v_cond)})
     assert torch.allclose(clip.features[COND][0] - base.features[COND][0], v_cond, atol=1e-5)
-    mid = trace(pipe, ["a photo of a violin"], steps=2, decode=False, shifts=[Shift("unet.mid", v_mid, frozenset([0]))])
+    mid = trace(pipe, ["a photo of a violin"], steps=2, decode=False, edits={"unet.mid": steering.shift({0: v_mid})})
     assert torch.allclose(mid.features["unet.mid"][0, 0] - base.features["unet.mid"][0, 0], v_mid, atol=1e-5)
     assert torch.equal(mid.features[COND], base.features[COND])
     assert sdviz_hooks(*pipe_modules(pipe)) == 0

@@ -9,6 +9,7 @@ import gradio as gr
 import numpy as np
 
 from ..errors import SdvizError
+from ..families import COND
 from ..labels import label, short, step_text
 from . import generate as g
 from .generate import errors_as_gr
@@ -61,9 +62,9 @@ class ExploreHandlers:
         if self.bundle is None:
             return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
         attrs = self.bundle.attributes
-        places = [("What the UNet reads from CLIP (clip)", "clip")] + [(label(n), n) for n in self.unet_names]
+        places = [("What the UNet reads from CLIP (clip.cond)", COND)] + [(label(n), n) for n in self.unet_names]
         default = "Loud" if "Loud" in attrs else attrs[0]
-        return gr.update(choices=attrs, value=default), gr.update(choices=places, value="clip")
+        return gr.update(choices=attrs, value=default), gr.update(choices=places, value=COND)
 
     # -- Steer ---------------------------------------------------------------------------------------------
     def steer_on_gpu(self, prompt, attribute, strength, where, steps, seed):
@@ -84,7 +85,7 @@ class ExploreHandlers:
         result = self.steer_on_gpu(prompt, attribute, float(strength), where, steps, seed)
         blocks = [n for n in self.bundle.meta["representations"] if n.startswith("unet.")]
         last = blocks[-1] if blocks else None  # the denoiser's last block: downstream of every place one can steer
-        place = "what the UNet reads from CLIP" if where == "clip" else label(where)
+        place = label(where)
         down = (f" Downstream, {md(label(last))} at the last step reads {md(attribute)} {result.target_change[last]:+.2f} "
                 f"and the others {result.others_change[last]:.2f} on average.") if last in result.target_change else ""
         summary = (f"**{md(attribute)} pushed by {float(strength):+g} in {md(place)}** (same seed, "

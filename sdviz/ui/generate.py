@@ -1,6 +1,6 @@
 """The live run: input checks, the GPU function, and the per-step loop that turns records into the page.
 
-The loop (`stream_ui`, `stream_api`) consumes ANY iterator of `capture.StepRecord`: a live run from
+The loop (`stream_ui`, `stream_api`) consumes ANY iterator of `run.StepRecord`: a live run from
 `gpu_steps` or a recorded run replayed from disk (ui/replay.py) go through exactly the same code. Only `gpu_steps`
 touches the model (and, on ZeroGPU, the GPU); decoding, history, figures and CSV happen outside it.
 The handlers are methods of `ui.app.App` (`GenerateHandlers`); what needs no app stays a plain function.
@@ -19,7 +19,6 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from ..config import MAX_PROMPT_CHARS, MAX_SEED
 from ..errors import SdvizError
 from ..hub import on_space
 from ..labels import label, label_with_id, step_text
@@ -51,22 +50,11 @@ if gpu is None:
 
 # -- inputs ---------------------------------------------------------------------------------------
 def check_inputs(prompt, seed, steps, guidance) -> tuple[str, int, int, float]:
-    if prompt is None or not str(prompt).strip():
-        raise SdvizError("The prompt is empty. Type a prompt such as 'a photo of a dog'.")
-    prompt = str(prompt)
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise SdvizError(f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}. Shorten it.")
-    try:
-        seed_f, steps_f, guidance_f = float(seed), float(steps), float(guidance)
-    except (TypeError, ValueError):
-        raise SdvizError("Seed, steps and guidance must be numbers.") from None
-    if not seed_f.is_integer() or not 0 <= seed_f <= MAX_SEED:
-        raise SdvizError(f"The seed must be a whole number from 0 to {MAX_SEED}; got {seed}.")
-    if not steps_f.is_integer() or not 1 <= steps_f <= APP_MAX_STEPS:
-        raise SdvizError(f"Steps must be a whole number from 1 to {APP_MAX_STEPS}; got {steps}.")
-    if not np.isfinite(guidance_f) or not 0 <= guidance_f <= APP_MAX_GUIDANCE:
-        raise SdvizError(f"Guidance must be a number from 0 to {APP_MAX_GUIDANCE}; got {guidance}.")
-    return prompt, int(seed_f), int(steps_f), guidance_f
+    """The library's one rule for a run (`run.check_run_args`), with the app's tighter caps."""
+    from ..run import check_run_args
+
+    args = check_run_args(prompt, seed, steps, guidance, max_steps=APP_MAX_STEPS, max_guidance=APP_MAX_GUIDANCE)
+    return args.prompt, args.seed, args.steps, args.guidance
 
 
 def validate(prompt, seed, steps, guidance, *rest):
@@ -119,15 +107,11 @@ class RunContext:
 
 
 def decode_step(bundle, record, live_steps: int, clip_decoded: dict | None = None) -> dict:
-    """Decoded attributes of one streamed step: {representation: [T]} for every CLIP and per-step probe
-    (CLIP's part taken from `clip_decoded` when given: it does not change across steps)."""
-    if clip_decoded is None:
-        clip_decoded = {name: bundle.predict(name, x) for name, x in record.clip.items() if name in bundle.probes}
-    out = dict(clip_decoded)
-    for name, x in record.features.items():
-        if name in bundle.probes:
-            out[name] = bundle.predict(name, x, record.step, live_steps)
-    return out
+    """Decoded attributes of one streamed step (`Bundle.decode`): {representation: [T]} for every CLIP and per-step
+    probe (CLIP's part taken from `clip_decoded` when given: it does not change across steps)."""
+    features = record.features if clip_decoded is not None else record.clip | record.features
+    decoded = bundle.decode(features, record.step, live_steps)
+    return (clip_decoded or {}) | {name: np.array(list(v.values()), dtype=np.float32) for name, v in decoded.items()}
 
 
 def make_entry(bundle, record, ctx: RunContext) -> dict:
@@ -145,11 +129,9 @@ def make_entry(bundle, record, ctx: RunContext) -> dict:
 
 
 def _reliability(bundle, name: str, live_step: int = 0, live_steps: int = 1) -> np.ndarray:
-    from ..probes import nearest_trained_step
-
+    """The probe's r (report.json) at the trained step that decodes live step k."""
     rep = bundle.report["representations"][name]
-    j = nearest_trained_step(live_step, live_steps, len(rep["results"])) if rep["per_step"] else 0
-    return np.array(rep["results"][j]["r"])
+    return np.array(rep["results"][bundle.trained_step(name, live_step, live_steps)]["r"])
 
 
 HIDDEN = gr.update(visible=False)
@@ -181,7 +163,7 @@ class GenerateHandlers:
     def gpu_steps(self, prompt, seed, steps, guidance) -> Iterator:
         """Yield one `StepRecord` (features + preview; the image on the last) per denoising step. On ZeroGPU
         it runs in a worker with a GPU (`App.__post_init__` decorates it, `gpu_seconds` reserves the time)."""
-        from ..capture import stream
+        from ..run import stream
 
         yield from stream(self.pipe, prompt, seed=seed, steps=steps, guidance=guidance)
 
@@ -189,10 +171,8 @@ class GenerateHandlers:
         bundle = self.bundle
         if bundle is None or not self.unet_names:
             return ""
-        from ..probes import nearest_trained_step
-
         trained = int(bundle.meta["steps"])
-        return f" · UNet probe trained at {step_text(nearest_trained_step(k, steps, trained), trained)}"
+        return f" · UNet probe trained at {step_text(bundle.trained_step(self.unet_names[0], k, steps), trained)}"
 
     def counter_text(self, h: dict, seconds_left: float | None = None) -> str:
         left = f" · about {seconds_left:.0f} s left" if seconds_left and seconds_left >= 1 else ""

@@ -176,7 +176,7 @@ class AppState:
 
     def reload_bundle(self) -> None:
         """Load, check and prepare the bundle; any defect leaves the app running without bars."""
-        from ..probes import check_bundle_matches, load_bundle
+        from ..bundle import check_bundle_matches, load_bundle
         from ..results import best_per_step, reference_names
         from .figures import page_figures
 
