@@ -15,7 +15,7 @@ import numpy as np
 from . import __version__
 from .config import DEFAULT_SCHEDULER, MAX_STEPS
 from .errors import SdvizError
-from .io import bundle_dir, feature_cache_dir, stage
+from .io import bundle_dir, feature_cache_dir, safe_name, stage
 
 DEFAULT_BUILD_STEPS = 10
 MAP_PREFIXES = ("clip.pooled", "clip.mean", "unet.", "text.embedding")  # representations that get UMAP maps
@@ -103,7 +103,7 @@ def source(config: BuildConfig, pipe=None):
     if config.encoder:
         encode, settings = text_encoder(config.encoder, template=template, random_init=config.random_init,
                                         device=config.device or "cpu")
-        slug = "text--" + "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(config.encoder).name)
+        slug = "text--" + safe_name("".join(c if c.isalnum() or c in "-_." else "-" for c in Path(config.encoder).name))
         return encode, settings, slug + ("--random-init" if config.random_init else ""), None
     if pipe is None:
         from .models import load_pipeline

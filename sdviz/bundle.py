@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import SdvizError
 from .families import COND, representation_dims
-from .io import atomic_write
+from .io import atomic_write, new_folder
 from .probes import Ridge
 
 
@@ -82,14 +82,17 @@ def save_bundle(path: Path, probes: dict[str, Ridge], meta: dict, report: dict, 
     """Write probes.safetensors, maps.safetensors, meta.json and report.json; each file whole or not at all.
     meta.json gets "bundle_version" (BUNDLE_VERSION)."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     meta = {"bundle_version": BUNDLE_VERSION, **meta}
     tensors = {f"{name}.{f}": getattr(p, f).to(torch.float32).contiguous() for name, p in probes.items() for f in PROBE_FIELDS}
-    atomic_write(path / "probes.safetensors", lambda tmp: save_file(tensors, tmp))
-    if maps:
-        atomic_write(path / "maps.safetensors", lambda tmp: save_file({k: v.contiguous() for k, v in maps.items()}, tmp))
-    for name, doc in (("report.json", report), ("meta.json", meta)):  # meta last: it marks the bundle complete
-        atomic_write(path / name, lambda tmp, doc=doc: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False)))
+    with new_folder(path):
+        # a rebuild first takes the old meta.json away: if writing fails half-way (a full disk), the folder is not
+        # mistaken for a complete bundle mixing old and new files
+        (path / "meta.json").unlink(missing_ok=True)
+        atomic_write(path / "probes.safetensors", lambda tmp: save_file(tensors, tmp))
+        if maps:
+            atomic_write(path / "maps.safetensors", lambda tmp: save_file({k: v.contiguous() for k, v in maps.items()}, tmp))
+        for name, doc in (("report.json", report), ("meta.json", meta)):  # meta last: it marks the bundle complete
+            atomic_write(path / name, lambda tmp, doc=doc: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False)))
     return path
 
 

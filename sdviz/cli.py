@@ -71,13 +71,14 @@ def cmd_build(args):
 
 def cmd_report(args):
     from .hub import parse_hub_id
+    from .io import safe_name
     from .publish import resolve_bundle
     from .report import write_report
 
     path = resolve_bundle(args.bundle)  # a folder, or a Hub id (downloaded into the HF cache and checked)
     out = Path(args.out) if args.out else None
     if out is None and not Path(args.bundle).is_dir():  # never write into the HF cache: beside the user instead
-        out = Path.cwd() / f"report-{parse_hub_id(args.bundle)[0].replace('/', '--')}.html"
+        out = Path.cwd() / f"report-{safe_name(parse_hub_id(args.bundle)[0].replace('/', '--'))}.html"
     print(f"report written to {write_report(path, out)}")
 
 
@@ -152,22 +153,31 @@ def _steer_setup(args):
 def cmd_steer(args):
     import json
 
-    from .io import atomic_write
+    from .io import atomic_write, new_folder, safe_name
     from .steering import steer
 
     pipe, bundle, _ = _steer_setup(args)
     steps = None if args.steer_steps is None else [int(k) for k in _float_list(args.steer_steps, "--steer-steps")]
     result = steer(pipe, bundle, args.prompt, attribute=args.attribute, strength=args.strength, where=args.where,
                    steps=steps, seed=args.seed, num_steps=args.steps, guidance=args.guidance)
-    out = Path(args.out or f"steer-{args.attribute}-{args.where}-{args.strength:+g}")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, tr in (("original", result.original), ("steered", result.steered)):
-        atomic_write(out / f"{name}.png", lambda tmp, im=tr.images[0]: im.save(tmp, format="PNG"))
+    # the attribute comes from a ratings table or a bundle: one harmless path component, never a path of its own
+    out = Path(args.out or safe_name(f"steer-{args.attribute}-{args.where}-{args.strength:+g}"))
     doc = {"prompt": result.prompt, "attribute": result.attribute, "strength": result.strength, "where": result.where,
            "steps_steered": result.steps_steered, "seed": args.seed, "steps": args.steps, "guidance": args.guidance,
            "model": bundle.meta["model"], "target_change": result.target_change, "others_change": result.others_change,
            "decoded_original": result.decoded_original, "decoded_steered": result.decoded_steered}
-    atomic_write(out / "steer.json", lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1, allow_nan=False)))
+    text = json.dumps(doc, indent=1, allow_nan=False)  # before any file: a value JSON cannot hold stops here
+    written = []
+    with new_folder(out):
+        try:
+            for name, tr in (("original", result.original), ("steered", result.steered)):
+                atomic_write(out / f"{name}.png", lambda tmp, im=tr.images[0]: im.save(tmp, format="PNG"))
+                written.append(out / f"{name}.png")
+            atomic_write(out / "steer.json", lambda tmp: Path(tmp).write_text(text))
+        except BaseException:  # never two PNGs without their steer.json
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
     print(f"original.png, steered.png and steer.json written to {out}")
     for name in result.target_change:
         print(f"  {name:<14} {args.attribute} {result.target_change[name]:+.3f}   others (mean |change|) "

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from . import __version__
 from .config import DEFAULT_TEMPLATE
 from .errors import SdvizError
-from .io import atomic_write
+from .io import atomic_write, new_folder
 from .ratings import check_template, fill_template
 
 MANIFEST = "manifest.json"
@@ -95,12 +95,15 @@ def extract_features(
     progress: bool = True,
 ) -> FeatureCache:
     """Run `encode(words) -> (features, timesteps)` chunk by chunk into `cache`, then load it all."""
-    from tqdm.auto import tqdm
-
     if not words:
         raise SdvizError("No words to extract features for.")
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
+    with new_folder(cache):  # a first write that fails (a full disk) leaves no empty cache folder
+        return _extract_into(Path(cache), encode, words, settings, batch_size, progress)
+
+
+def _extract_into(cache: Path, encode, words, settings: dict, batch_size: int, progress: bool) -> FeatureCache:
+    from tqdm.auto import tqdm
+
     manifest = {**settings, "words": list(words), "batch_size": batch_size, "sdviz_version": __version__}
     _check_manifest(cache, manifest)
     rank, world, barrier = _process_grid()

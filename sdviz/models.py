@@ -19,6 +19,7 @@ from .config import DEFAULT_MODEL, DEFAULT_SCHEDULER, SAFETY_CHECKER_ID, TINY_MO
 from .errors import SdvizError
 from .families import SDXL, SUPPORTED, detect
 from .hub import offline, on_space
+from .io import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class ModelInfo:
     def slug(self) -> str:
         """File-system-safe name used for probe bundles (probes/<slug>/)."""
         name = Path(self.model_id).name if os.path.isdir(self.model_id) else self.model_id
-        return "".join(c if c.isalnum() or c in "-_." else "--" for c in name.replace("/", "--"))
+        return safe_name("".join(c if c.isalnum() or c in "-_." else "--" for c in name.replace("/", "--")), "model")
 
 
 def _scheduler_classes():

@@ -115,10 +115,19 @@ def with_article(word: str) -> str:
 def check_template(template: str) -> str:
     """Raise unless `template` fills in the word: {word} (as is) or {a_word} (with 'a'/'an'), nothing else."""
     example = f"e.g. '{NOUN_TEMPLATE}' or '{WORD_TEMPLATE}'"
+    if not isinstance(template, str):
+        raise SdvizError(f"The template must be text such as '{NOUN_TEMPLATE}'; got {type(template).__name__}.")
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parts = [(f, spec, conversion) for _, f, spec, conversion in string.Formatter().parse(template) if f is not None]
     except ValueError as err:
         raise SdvizError(f"The template {template!r} is not valid ({err}); write the word as {{word}} or {{a_word}}, {example}.") from None
+    # a format spec ({word:>2000000000} pads to gigabytes), a conversion, an attribute or an index: none is a plain field
+    fancy = [f"{{{f}{'!' + c if c else ''}{':' + spec if spec else ''}}}" for f, spec, c in parts
+             if spec or c or (f and f not in TEMPLATE_FIELDS and re.search(r"[.\[]", f))]
+    if fancy:
+        raise SdvizError(f"The template {template!r} uses {', '.join(fancy)}; only plain {{word}} or {{a_word}} can be "
+                         f"filled in, with no format spec, conversion, attribute or index ({example}).")
+    fields = [f for f, _, _ in parts]
     unknown = [f"{{{f}}}" for f in fields if f not in TEMPLATE_FIELDS]
     if unknown:
         raise SdvizError(f"The template {template!r} uses {', '.join(unknown)}; only {{word}} and {{a_word}} can be "

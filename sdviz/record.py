@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -36,7 +37,7 @@ from .config import MAX_SIDE
 from .errors import SdvizError
 from .families import NAME_PATTERN, is_per_step
 from .hub import is_hub_id, pull_folder
-from .io import ROOT, atomic_write
+from .io import ROOT, atomic_write, new_folder, write_error
 from .run import StepRecord, check_run_args, stream
 
 FORMAT, RUN_FORMAT, VERSION = "sdviz-recordings", "sdviz-run", 1
@@ -106,8 +107,22 @@ def _write_decoded(folder: Path, bundle, info: dict, records) -> dict:
 
 
 def _record_one(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundle, bundle_info, bar) -> dict:
-    """Run one prompt through run.stream and write its files; run.json last."""
-    (folder / "previews").mkdir(parents=True, exist_ok=True)
+    """Run one prompt through run.stream and write its files; run.json last. A run that fails part-way (a full disk,
+    an interruption) leaves no folder behind: it is recorded again from the start on the next call."""
+    try:
+        return _write_run(pipe, folder, prompt, seed=seed, steps=steps, guidance=guidance, bundle=bundle,
+                          bundle_info=bundle_info, bar=bar)
+    except BaseException:
+        if not (folder / "run.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _write_run(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundle, bundle_info, bar) -> dict:
+    try:
+        (folder / "previews").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(folder, err) from None
     records = []
     for record in stream(pipe, prompt, seed=seed, steps=steps, guidance=guidance):
         _write_png(folder / "previews" / f"{record.step:03d}.png", record.preview)
@@ -153,10 +168,11 @@ def record_runs(pipe, prompts: list[str], out: str | Path, *, seed: int = 0, ste
         check_bundle_matches(bundle, pipe)
     bundle_info = _bundle_info(bundle) if bundle is not None else None
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SdvizError(f"Could not create the recordings folder {out} ({err}). Choose another --out.") from None
+    with new_folder(out):  # a first run that fails (a full disk) leaves no empty recordings folder
+        return _record_into(pipe, prompts, out, seed, steps, guidance, bundle, bundle_info, progress)
+
+
+def _record_into(pipe, prompts, out: Path, seed, steps, guidance, bundle, bundle_info, progress) -> Path:
     done = _finished_runs(out)
     todo = []
     for prompt in prompts:
