@@ -200,13 +200,17 @@ def null_scores(null_P: np.ndarray, side: NullRatings) -> dict[str, np.ndarray]:
     }
 
 
-def fold_interval(estimate: float, per_fold: np.ndarray, factor: float) -> list[float]:
+def fold_interval(estimate: float, per_fold: np.ndarray, factor: float,
+                  bounds: tuple[float, float] = (-1.0, 1.0)) -> list[float]:
     """95% interval around a cross-validated score that includes refitting variability: a t-interval
     (K-1 df) on the per-fold scores, their variance scaled by `factor` instead of 1/K because the folds
-    share training words (Nadeau & Bengio 2003: 1/K + n_test/n_train; `null_fold_factor` measures it)."""
+    share training words (Nadeau & Bengio 2003: 1/K + n_test/n_train; `null_fold_factor` measures it).
+    Clipped to the metric's range (`bounds`: r lies in [-1, 1], a fraction in [0, 1]): the t-interval is symmetric
+    and knows no bounds, and a fraction's band reaching 1.15 would claim values the metric cannot take."""
     K = len(per_fold)
     half = stats.t.ppf(0.975, K - 1) * np.sqrt(factor * np.var(per_fold, ddof=1))
-    return [float(estimate - half), float(estimate + half)]
+    lo, hi = bounds
+    return [float(np.clip(estimate - half, lo, hi)), float(np.clip(estimate + half, lo, hi))]
 
 
 def nadeau_bengio_factor(folds: list[np.ndarray]) -> float:
@@ -280,7 +284,7 @@ def evaluate(P: np.ndarray, Y: np.ndarray, attributes: list[str], groups: dict[s
         out["mean_r_ci"] = fold_interval(out["mean_r"], fold_r.mean(1), f_mean)
         out["group_r_ci"] = {g: fold_interval(out["group_r"][g], fold_r[:, idx].mean(1), float(fg))
                              for g, idx, fg in zip(group_names, members, f_group)}
-        out["disambiguation_ci"] = fold_interval(out["disambiguation"], fold_dis, f_dis)
+        out["disambiguation_ci"] = fold_interval(out["disambiguation"], fold_dis, f_dis, bounds=(0.0, 1.0))  # a fraction
     return out
 
 

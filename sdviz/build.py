@@ -85,6 +85,12 @@ def check_folds(ratings, folds: int) -> None:
     if complete < folds:
         raise SdvizError(f"Only {complete} words are rated on every attribute, fewer than --folds {folds}; use fewer folds, "
                          "or leave the attributes with most missing cells out with --attributes.")
+    if complete < 2 * folds:  # r is scored within each fold (docs/methods.md): a fold of one word scores nothing
+        raise SdvizError(f"Only {complete} words are rated on every attribute: {folds}-fold cross-validation needs at least "
+                         f"{2 * folds} (two held-out words per fold); use --folds {max(2, complete // 2)} or a larger table."
+                         if complete >= 4 else
+                         f"Only {complete} words are rated on every attribute; cross-validation needs at least 4 (two "
+                         "held-out words in each of 2 folds): use a larger table.")
     rated = (~np.isnan(ratings.values)).sum(0)
     short = [(a, int(k)) for a, k in zip(ratings.attributes, rated) if k < folds]
     if short:
@@ -117,9 +123,18 @@ def source(config: BuildConfig, pipe=None):
 
 
 def load_config_ratings(config: BuildConfig):
-    from .ratings import load_ratings
+    """The ratings a build uses: the table, less any constant attribute column (left out with one warning)."""
+    import logging
 
-    return load_ratings(config.ratings, selection=config.selection, groups_json=config.groups, attributes=config.attributes)
+    from .ratings import drop_constant_attributes, load_ratings
+
+    ratings = load_ratings(config.ratings, selection=config.selection, groups_json=config.groups, attributes=config.attributes)
+    ratings, dropped = drop_constant_attributes(ratings)
+    if dropped:
+        logging.getLogger("sdviz").warning(
+            "Left out %d attribute column(s) that give every word the same rating, so there is nothing to decode: %s.",
+            len(dropped), ", ".join(dropped[:10]) + (" ..." if len(dropped) > 10 else ""))
+    return ratings
 
 
 def template_for(config: BuildConfig) -> str:

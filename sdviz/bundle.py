@@ -97,43 +97,64 @@ def save_bundle(path: Path, probes: dict[str, Ridge], meta: dict, report: dict, 
 
 
 # -- bundle schema: what the app, the report and Bundle.predict read -------------------------------
+# A bundle may come from the Hub, so it is untrusted input: every field any reader uses is checked here, with its type
+# and shape, and load_bundle refuses the bundle with one sentence naming the first thing wrong. Readers may then index
+# freely. (tests/test_hardening.py breaks every field in turn and asserts that nothing else is ever raised.)
 def _is(kind):
-    """A type check by name: JSON has no int/bool distinction in Python's eyes, so exclude bool by hand."""
+    """A type check by name: JSON has no int/bool distinction in Python's eyes, so exclude bool by hand; a number
+    must be finite (report.json is written with allow_nan=False, so NaN or Infinity means it was edited)."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
     checks = {
         "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "number": number,
         "str": lambda v: isinstance(v, str), "bool": lambda v: isinstance(v, bool),
         "list": lambda v: isinstance(v, list), "dict": lambda v: isinstance(v, dict),
         "str|null": lambda v: v is None or isinstance(v, str), "list|null": lambda v: v is None or isinstance(v, list),
-        "number|null": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+        "number|null": lambda v: v is None or number(v),
+        "interval": lambda v: isinstance(v, list) and len(v) == 2 and all(map(number, v)) and v[0] <= v[1],
+        "interval|null": lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(map(number, v))),
     }
     return checks[kind]
 
 
-KIND_WORDS = {"int": "a whole number", "number": "a number", "str": "a string", "bool": "true/false", "list": "a list",
-              "dict": "an object", "str|null": "a string or null", "list|null": "a list or null", "number|null": "a number or null"}
+KIND_WORDS = {"int": "a whole number", "number": "a finite number", "str": "a string", "bool": "true/false",
+              "list": "a list", "dict": "an object", "str|null": "a string or null", "list|null": "a list or null",
+              "number|null": "a finite number or null", "interval": "a pair of numbers [low, high]",
+              "interval|null": "a pair of numbers or null"}
 META_KEYS = {"bundle_version": "int", "model": "str", "kind": "str", "steps": "int", "timesteps": "list", "template": "str",
              "representations": "list", "per_step": "list", "dims": "dict", "maps": "list", "words": "list",
              "categories": "list|null", "dataset": "dict"}
 DATASET_KEYS = {"name": "str", "attributes": "list", "groups": "dict", "group_names": "list"}
-REPORT_KEYS = {"model": "str", "dataset": "str", "n_words": "int", "attributes": "list", "group_names": "list", "steps": "int",
-               "settings": "dict", "human_corr": "list", "representations": "dict"}
+REPORT_KEYS = {"model": "str", "dataset": "str", "n_words": "int", "attributes": "list", "groups": "dict",
+               "group_names": "list", "steps": "int", "settings": "dict", "human_corr": "list", "representations": "dict"}
+SETTINGS_KEYS = {"folds": "int", "permutations": "int"}
+SETTINGS_OPTIONAL = {"seed": "int", "template": "str", "knn_k": "int", "automatic": "bool", "steps": "int"}
 REPRESENTATION_KEYS = {"per_step": "bool", "results": "list", "pred_corr": "dict"}
-RESULT_KEYS = {"mean_r": "number", "mean_r_ci": "list", "r": "list", "two_v_two": "number", "group_r": "dict",
+RESULT_KEYS = {"mean_r": "number", "mean_r_ci": "interval", "r": "list", "two_v_two": "number", "group_r": "dict",
                "disambiguation": "number"}
+RESULT_OPTIONAL = {"two_v_two_ci": "interval", "disambiguation_ci": "interval", "knn_accuracy": "number",
+                   "knn_chance": "number", "silhouette": "number", "ci_factor": "number|null", "alpha_median": "number|null",
+                   "null_mean_r": "interval|null", "null_two_v_two": "interval|null", "null_disambiguation": "interval|null",
+                   "p_mean_r": "number|null", "p_two_v_two": "number|null", "p_disambiguation": "number|null",
+                   "group_r_ci": "dict", "chance": "dict"}
 
 
 class _Defect(Exception):
     """One thing wrong with a bundle, in words (turned into an SdvizError by load_bundle)."""
 
 
-def _require(doc, keys: dict, where: str) -> None:
+def _require(doc, keys: dict, where: str, optional: dict | None = None) -> None:
     if not isinstance(doc, dict):
         raise _Defect(f"{where} is not a JSON object")
     for key, kind in keys.items():
         if key not in doc:
             raise _Defect(f"{where} has no \"{key}\"")
         if not _is(kind)(doc[key]):
+            raise _Defect(f"{where} \"{key}\" is not {KIND_WORDS[kind]}")
+    for key, kind in (optional or {}).items():
+        if key in doc and not _is(kind)(doc[key]):
             raise _Defect(f"{where} \"{key}\" is not {KIND_WORDS[kind]}")
 
 
@@ -142,21 +163,37 @@ def _all(values, kind: str, where: str) -> None:
         raise _Defect(f"{where} holds something that is not {KIND_WORDS[kind]}")
 
 
+def _matrix(M, n: int, where: str) -> None:
+    """An n x n matrix of finite numbers (the attribute correlations)."""
+    if not isinstance(M, list) or len(M) != n or not all(isinstance(row, list) and len(row) == n for row in M):
+        raise _Defect(f"{where} is not a {n} x {n} matrix (one row and column per attribute)")
+    for row in M:
+        _all(row, "number", where)
+
+
 def validate_meta(meta) -> None:
     """Raise _Defect unless meta.json has every key, of the right type, that sdviz reads."""
+    from .ratings import check_template
+
     if isinstance(meta, dict) and meta.get("bundle_version") != BUNDLE_VERSION:
         raise _Defect(f"it has bundle_version {meta.get('bundle_version')!r} and this sdviz reads version {BUNDLE_VERSION}")
     _require(meta, META_KEYS, "meta.json")
     _require(meta["dataset"], DATASET_KEYS, "meta.json \"dataset\"")
     _all(meta["dataset"]["attributes"], "str", "meta.json \"dataset\".\"attributes\"")
+    _all(meta["dataset"]["group_names"], "str", "meta.json \"dataset\".\"group_names\"")
+    _all(meta["dataset"]["groups"].values(), "str", "meta.json \"dataset\".\"groups\"")
     _all(meta["words"], "str", "meta.json \"words\"")
     _all(meta["dims"].values(), "int", "meta.json \"dims\"")
+    if any(d < 1 for d in meta["dims"].values()):
+        raise _Defect("meta.json \"dims\" holds a width below 1")
     _all(meta["timesteps"], "number", "meta.json \"timesteps\"")
     if meta["steps"] < 1:
         raise _Defect("meta.json \"steps\" is below 1")
     attributes = meta["dataset"]["attributes"]
     if not attributes or any(a not in meta["dataset"]["groups"] for a in attributes):
         raise _Defect("meta.json \"dataset\" has no attributes, or an attribute without a group")
+    if len(set(attributes)) != len(attributes):
+        raise _Defect("meta.json \"dataset\" names an attribute twice")
     for key in ("representations", "per_step", "maps"):
         _all(meta[key], "str", f"meta.json \"{key}\"")
         if key != "representations" and not set(meta[key]) <= set(meta["dims"]):
@@ -164,22 +201,88 @@ def validate_meta(meta) -> None:
     for key in ("categories", "super_categories"):
         if meta.get(key) is not None and (not isinstance(meta[key], list) or len(meta[key]) != len(meta["words"])):
             raise _Defect(f"meta.json \"{key}\" is not one label per word")
+        if meta.get(key) is not None:
+            _all(meta[key], "str", f"meta.json \"{key}\"")
+    try:  # the template is filled for every word (steer-eval): a format spec could ask for gigabytes
+        check_template(meta["template"])
+    except SdvizError as err:
+        raise _Defect(f"meta.json \"template\": {err}") from None
+
+
+def _validate_result(res, where: str, keys: set, attributes: list, groups: set) -> None:
+    _require(res, RESULT_KEYS, where, RESULT_OPTIONAL)
+    if set(res) != keys:  # every reader takes the first result's keys as the report's metrics
+        raise _Defect(f"{where} does not hold the same numbers as the first result")
+    if len(res["r"]) != len(attributes):
+        raise _Defect(f"{where} has {len(res['r'])} values of r for {len(attributes)} attributes")
+    _all(res["r"], "number", f"{where} \"r\"")
+    for key, kind in (("group_r", "number"), ("group_r_ci", "interval")):
+        if key in res:
+            if not res[key] or not set(res[key]) <= groups:
+                raise _Defect(f"{where} \"{key}\" is empty or names a domain the report does not have")
+            _all(res[key].values(), kind, f"{where} \"{key}\"")
 
 
 def validate_report(report, meta) -> None:
-    """Raise _Defect unless report.json has every key, of the right type, that the report page and the app read."""
+    """Raise _Defect unless report.json has every key, of the right type and shape, that the report page, the plots,
+    the model card and the app read."""
     _require(report, REPORT_KEYS, "report.json")
-    n_attr = len(meta["dataset"]["attributes"])
+    attributes = meta["dataset"]["attributes"]
+    if report["attributes"] != attributes:
+        raise _Defect("report.json \"attributes\" differ from meta.json's")
+    if any(a not in report["groups"] for a in attributes):
+        raise _Defect("report.json \"groups\" has no domain for some attribute")
+    _all(report["groups"].values(), "str", "report.json \"groups\"")
+    _all(report["group_names"], "str", "report.json \"group_names\"")
+    if report["steps"] < 1:
+        raise _Defect("report.json \"steps\" is below 1")
+    _require(report["settings"], SETTINGS_KEYS, "report.json \"settings\"", SETTINGS_OPTIONAL)
+    _matrix(report["human_corr"], len(attributes), "report.json \"human_corr\"")
+    if "timesteps" in report:
+        if not isinstance(report["timesteps"], list):
+            raise _Defect("report.json \"timesteps\" is not a list")
+        _all(report["timesteps"], "number", "report.json \"timesteps\"")
+    if not report["representations"]:
+        raise _Defect("report.json \"representations\" is empty")
+    groups = set(report["groups"].values())
+    keys = None
     for name, rep in report["representations"].items():
         where = f"report.json representation \"{name}\""
         _require(rep, REPRESENTATION_KEYS, where)
         if not rep["results"]:
             raise _Defect(f"{where} has no results")
+        if rep["per_step"] and len(rep["results"]) > report["steps"] or not rep["per_step"] and len(rep["results"]) != 1:
+            raise _Defect(f"{where} has {len(rep['results'])} results: more than one per step")
         for k, res in enumerate(rep["results"]):
-            _require(res, RESULT_KEYS, f"{where} step {k}")
-            if len(res["r"]) != n_attr:
-                raise _Defect(f"{where} step {k} has {len(res['r'])} values of r for {n_attr} attributes")
-            _all(res["r"], "number", f"{where} step {k} \"r\"")
+            keys = set(res) if keys is None and isinstance(res, dict) else keys
+            _validate_result(res, f"{where} step {k}", keys, attributes, groups)
+        if not rep["pred_corr"]:
+            raise _Defect(f"{where} \"pred_corr\" is empty")
+        for step, M in rep["pred_corr"].items():
+            if not step.isdigit() or int(step) >= len(rep["results"]):
+                raise _Defect(f"{where} \"pred_corr\" has a key {step!r} that is not one of its steps")
+            _matrix(M, len(attributes), f"{where} \"pred_corr\" step {step}")
+        if "0" not in rep["pred_corr"]:
+            raise _Defect(f"{where} \"pred_corr\" has no step 0")
+
+
+def validate_steer_eval(doc) -> None:
+    """Raise _Defect unless steer_eval.json (written by `sdviz steer-eval`, optional in a bundle) has what the report's
+    steering section reads: places, strengths, words, the readout and a summary row of numbers per place and strength."""
+    _require(doc, {"wheres": "list", "strengths": "list", "words": "list", "readout": "str", "summary": "dict"},
+             "steer_eval.json")
+    _all(doc["wheres"], "str", "steer_eval.json \"wheres\"")
+    _all(doc["strengths"], "number", "steer_eval.json \"strengths\"")
+    if not doc["wheres"] or not doc["strengths"]:
+        raise _Defect("steer_eval.json has no places or no strengths")
+    for where in doc["wheres"]:
+        rows = doc["summary"].get(where)
+        if not isinstance(rows, dict) or set(rows) != {str(float(x)) for x in doc["strengths"]}:
+            raise _Defect(f"steer_eval.json \"summary\" has no row per strength for '{where}'")
+        for row in rows.values():
+            _require(row, {"target": "number", "others": "number", "random_target": "number"},
+                     f"steer_eval.json \"summary\" of '{where}'")
+            _all(row.values(), "number", f"steer_eval.json \"summary\" of '{where}'")
 
 
 def load_bundle(path) -> Bundle:
@@ -192,6 +295,8 @@ def load_bundle(path) -> Bundle:
     try:
         meta = json.loads((path / "meta.json").read_text())
         report = json.loads((path / "report.json").read_text())
+    except RecursionError:  # JSON nested thousands deep: json's parser gives up before any check can run
+        raise SdvizError(f"The probe bundle at {path} is damaged (its JSON is nested too deeply to read); {rebuild}.") from None
     except (OSError, ValueError) as err:
         raise SdvizError(f"The probe bundle at {path} is damaged ({err}); {rebuild}.") from None
     try:

@@ -136,6 +136,13 @@ def _float_list(text: str, what: str) -> list[float]:
     return values
 
 
+def _check_steps(steps: int) -> None:
+    from .config import MAX_STEPS
+
+    if not 1 <= steps <= MAX_STEPS:
+        raise SdvizError(f"--steps is the number of denoising steps, a whole number from 1 to {MAX_STEPS}; got {steps}.")
+
+
 def _steer_setup(args):
     from .bundle import check_bundle_matches, load_bundle
     from .models import load_pipeline
@@ -154,12 +161,18 @@ def cmd_steer(args):
     import json
 
     from .io import atomic_write, new_folder, safe_name
-    from .steering import steer
+    from .steering import check_strength, steer
 
+    # every argument is checked before the model loads: a bad one costs nothing and leaves nothing behind
+    strength = check_strength(args.strength, "--strength")
+    _check_steps(args.steps)
+    at_steps = None if args.steer_steps is None else [int(k) for k in _float_list(args.steer_steps, "--steer-steps")]
+    if at_steps is not None and not all(0 <= k < args.steps for k in at_steps):
+        raise SdvizError(f"--steer-steps must lie in 0..{args.steps - 1} (step 0 is pure noise) for --steps {args.steps}; "
+                         f"got {args.steer_steps}.")
     pipe, bundle, _ = _steer_setup(args)
-    steps = None if args.steer_steps is None else [int(k) for k in _float_list(args.steer_steps, "--steer-steps")]
-    result = steer(pipe, bundle, args.prompt, attribute=args.attribute, strength=args.strength, where=args.where,
-                   steps=steps, seed=args.seed, num_steps=args.steps, guidance=args.guidance)
+    result = steer(pipe, bundle, args.prompt, attribute=args.attribute, strength=strength, where=args.where,
+                   at_steps=at_steps, seed=args.seed, steps=args.steps, guidance=args.guidance)
     # the attribute comes from a ratings table or a bundle: one harmless path component, never a path of its own
     out = Path(args.out or safe_name(f"steer-{args.attribute}-{args.where}-{args.strength:+g}"))
     doc = {"prompt": result.prompt, "attribute": result.attribute, "strength": result.strength, "where": result.where,
@@ -194,8 +207,10 @@ def cmd_steer_eval(args):
     from .extract import load_features
     from .io import atomic_write, feature_cache_dir
     from .ratings import fill_template
-    from .steering import steer_eval
+    from .steering import check_strength, steer_eval
 
+    strengths = [check_strength(x, "Each of --strengths") for x in _float_list(args.strengths, "--strengths")]
+    _check_steps(args.steps)
     pipe, bundle, bundle_path = _steer_setup(args)
     cache = load_features(Path(args.cache) if args.cache else feature_cache_dir(pipe.sdviz.slug))
     ratings = load_config_ratings(BuildConfig(model=bundle.meta["model"], ratings=args.ratings))
@@ -211,7 +226,7 @@ def cmd_steer_eval(args):
     Y = np.stack([ratings.values[row[w]] for w in words])
     prompts = [fill_template(bundle.meta["template"], w) for w in words]
     out = steer_eval(pipe, bundle, features, words, Y, prompts=prompts, n_words=args.words,
-                     strengths=_float_list(args.strengths, "--strengths"), wheres=[w.strip() for w in args.where.split(",")],
+                     strengths=strengths, wheres=[w.strip() for w in args.where.split(",")],
                      readout=args.readout, steps=args.steps, guidance=args.guidance, seed=args.seed, folds=args.folds,
                      progress=not args.quiet)
     local = Path(args.bundle).is_dir()

@@ -11,9 +11,12 @@ recorded runs) lives higher up: `publish.py`, `record.py`.
 import os
 import re
 import shutil
+import socket
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import huggingface_hub as hf
 from huggingface_hub.constants import ENV_VARS_TRUE_VALUES
@@ -46,11 +49,40 @@ def is_hub_id(spec) -> bool:
             and not Path(spec.strip()).expanduser().exists())
 
 
-def offline() -> bool:
+def offline_by_setting() -> bool:
     """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as huggingface_hub reads it, read now: a test or a user may set
     it after huggingface_hub was imported."""
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
     return value.strip().upper() in ENV_VARS_TRUE_VALUES
+
+
+_UNREACHABLE: list[str] = []  # the Hub hosts whose name did not resolve in this process (asked once each)
+RESOLVE_TIMEOUT_S = 2.0
+
+
+def offline() -> bool:
+    """Whether to leave the Hub alone: HF_HUB_OFFLINE is set, or the Hub's host name did not resolve (one lookup per
+    process, at most RESOLVE_TIMEOUT_S). Without this, a machine with no network waits through huggingface_hub's
+    retries (about 35 s for the default model) before falling back; with it, callers load from the cache only."""
+    if offline_by_setting():
+        return True
+    host = urlparse(hf.constants.ENDPOINT).hostname or "huggingface.co"
+    if host in _UNREACHABLE:
+        return True
+    if host not in _RESOLVED:
+        pool = ThreadPoolExecutor(max_workers=1)
+        lookup = pool.submit(socket.getaddrinfo, host, 443)
+        pool.shutdown(wait=False)  # a resolver that hangs is not waited for
+        try:
+            lookup.result(timeout=RESOLVE_TIMEOUT_S)
+            _RESOLVED.append(host)
+        except Exception:  # noqa: BLE001 - gaierror, timeout: either way the Hub cannot be reached now
+            _UNREACHABLE.append(host)
+            return True
+    return False
+
+
+_RESOLVED: list[str] = []
 
 
 def on_space() -> bool:
@@ -82,7 +114,7 @@ def _hub_errors(action: str, repo_id: str, revision: str | None = None, repo_typ
         raise SdvizError(f"No {repo_type} repository {where} on the Hugging Face Hub (or it is private and your token "
                          "cannot see it): check the id, or log in with `hf auth login` / set HF_TOKEN.") from None
     except LocalEntryNotFoundError as err:  # snapshot_download: not reachable and not in the cache
-        if offline():
+        if offline_by_setting():
             fetch = (f"run `python -m sdviz bundle pull {where}` once with network access, or pass a local bundle "
                      "folder instead." if repo_type == "model" else
                      "use it once with network access (it is cached then), or pass a local folder instead.")
@@ -108,7 +140,7 @@ def _hub_errors(action: str, repo_id: str, revision: str | None = None, repo_typ
 
 
 def _token_for_upload(token: str | None) -> str:
-    if offline():
+    if offline_by_setting():
         raise SdvizError("HF_HUB_OFFLINE is set, so nothing can be pushed: unset it (or set HF_HUB_OFFLINE=0) and retry.")
     token = token or hf.get_token()
     if not token:

@@ -18,7 +18,7 @@ import torch
 from .config import DEFAULT_MODEL, DEFAULT_SCHEDULER, SAFETY_CHECKER_ID, TINY_MODEL, TINY_MODELS
 from .errors import SdvizError
 from .families import SDXL, SUPPORTED, detect
-from .hub import offline, on_space
+from .hub import offline, offline_by_setting, on_space
 from .io import safe_name
 
 log = logging.getLogger(__name__)
@@ -118,12 +118,12 @@ def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, sc
 
 
 def _read_checkpoint_json(model: str, filename: str) -> dict:
-    """A JSON file of a local folder or a hub checkpoint (through the HF cache; honours HF_HUB_OFFLINE)."""
+    """A JSON file of a local folder or a hub checkpoint (through the HF cache; offline, from the cache only)."""
     if os.path.isdir(model):
         return json.loads((Path(model) / filename).read_text())
-    from huggingface_hub import hf_hub_download
+    import huggingface_hub
 
-    return json.loads(Path(hf_hub_download(model, filename)).read_text())
+    return json.loads(Path(huggingface_hub.hf_hub_download(model, filename, local_files_only=offline())).read_text())
 
 
 def _load_error(model: str, err: Exception) -> SdvizError:
@@ -132,12 +132,13 @@ def _load_error(model: str, err: Exception) -> SdvizError:
             f"Could not load the Stable Diffusion folder '{model}': {type(err).__name__}: {str(err)[:300]}. "
             "It must hold model_index.json and the unet/, vae/, text_encoder/, tokenizer/ and scheduler/ folders "
             "with safetensors weights (sdviz never loads pickled .bin/.ckpt weights) "
-            "(re-download it with `huggingface-cli download <id> --local-dir <folder>`), or use --model tiny."
+            "(re-download it with `hf download <id> --local-dir <folder>`), or use --model tiny."
         )
     return SdvizError(
         f"Could not load '{model}' from the Hugging Face cache or hub ({type(err).__name__}: {str(err)[:200]}). "
-        + ("HF_HUB_OFFLINE is set, so only the local cache was searched. " if offline() else "")
-        + f"Check the model id (it needs safetensors weights), pre-download it with `huggingface-cli download {model}`, "
+        + ("HF_HUB_OFFLINE is set, so only the local cache was searched. " if offline_by_setting() else
+           "The Hugging Face Hub cannot be reached, so only the local cache was searched. " if offline() else "")
+        + f"Check the model id (it needs safetensors weights), pre-download it with `hf download {model}`, "
         "or use --model tiny."
     )
 
@@ -164,7 +165,7 @@ def _load_real(model: str, torch_dtype: torch.dtype, scheduler: str):
         try:
             # AutoPipelineForText2Image maps the checkpoint's class to its text-to-image pipeline
             pipe = AutoPipelineForText2Image.from_pretrained(model, dtype=torch_dtype, variant=variant,
-                                                             use_safetensors=True, **kwargs)
+                                                             use_safetensors=True, local_files_only=offline(), **kwargs)
             break
         except Exception as err:  # diffusers raises OSError, ValueError, HTTP and safetensors errors here
             if variant is None:

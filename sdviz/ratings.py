@@ -100,6 +100,26 @@ class Ratings:
         return max(hits, key=len) if hits else None
 
 
+def drop_constant_attributes(ratings: Ratings) -> tuple[Ratings, list[str]]:
+    """(ratings without the attribute columns that give every rated word the same value, their names). A constant
+    column has nothing to decode: its r is 0 by definition (analysis.pearson), which would only dilute the means.
+    Every column constant: one SdvizError."""
+    from dataclasses import replace
+
+    with np.errstate(all="ignore"):
+        spread = np.nanmax(ratings.values, axis=0) - np.nanmin(ratings.values, axis=0)
+    keep = [j for j in range(len(ratings.attributes)) if spread[j] > 0]
+    dropped = [a for j, a in enumerate(ratings.attributes) if j not in keep]
+    if not keep:
+        raise SdvizError(f"{ratings.source}: every attribute column gives all words the same rating, so there is nothing "
+                         "to decode; use a table whose ratings vary between words.")
+    if not dropped:
+        return ratings, []
+    attributes = [ratings.attributes[j] for j in keep]
+    return replace(ratings, attributes=attributes, values=ratings.values[:, keep],
+                   groups={a: ratings.groups[a] for a in attributes}), dropped
+
+
 def with_article(word: str) -> str:
     """'an apple', 'a dog', 'an hour', 'a unicorn': by the first letters, with the common exceptions
     of English spelling (silent h; 'u'/'eu'/'one' said with a consonant)."""

@@ -6,13 +6,14 @@ Figures come from `plots`; the report's numbers are read through `results`.
 
 import html
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 
 from .analysis import pearson
-from .bundle import load_bundle
+from .bundle import _Defect, load_bundle, validate_steer_eval
 from .io import atomic_write
 from .labels import label, short, step_text
 from .plots import (
@@ -118,8 +119,12 @@ def _human_takeaway(report: dict) -> tuple[str, dict]:
     attrs, groups = report["attributes"], report["groups"]
     M = np.asarray(report["human_corr"], float)
     i, j = np.triu_indices(len(attrs), k=1)
-    same = np.array([groups[attrs[a]] == groups[attrs[b]] for a, b in zip(i, j)])
-    within, between = float(np.nanmean(M[i, j][same])), float(np.nanmean(M[i, j][~same]))
+    same = np.array([groups[attrs[a]] == groups[attrs[b]] for a, b in zip(i, j)], dtype=bool)
+    if not same.any() or same.all():  # one domain (any table without a groups file), or one attribute per domain
+        overall = float(np.mean(M[i, j])) if len(i) else 0.0
+        return (f"The attributes go together with mean r {overall:.2f} over attribute pairs (0 = unrelated); the table "
+                "has no domains to compare."), {"overall": overall}
+    within, between = float(np.mean(M[i, j][same])), float(np.mean(M[i, j][~same]))
     verdict = "go together more" if within > between else "do not go together more"
     return (f"Attributes of one domain {verdict} than attributes of different domains: mean r {within:.2f} within "
             f"domains vs {between:.2f} between them (0 = unrelated)."), {"within": within, "between": between}
@@ -213,9 +218,18 @@ def summary_table_html(report: dict) -> str:
             f"<td>{_null(res, 'mean_r', 0.0)}</td><td>{_fmt(r['p_mean_r'])}</td>"
             f"<td>{r['two_v_two']:.3f}</td><td>{_null(res, 'two_v_two', 0.5)}</td>"
             f"<td>{r['disambiguation']:.3f}</td><td>{_null(res, 'disambiguation', 0.5)}</td></tr>")
-    return ("<table><thead><tr><th>representation</th><th>best step</th><th>mean r<br><small>[95% CI]</small></th>"
-            "<th>chance r</th><th>p</th><th>2v2</th><th>chance 2v2</th><th>attribute<br>disambiguation</th>"
-            "<th>chance</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return ("<table><thead><tr><th>representation</th><th>best step</th><th>mean r<br><small>[95% CI, folds]</small></th>"
+            "<th>chance r</th><th>p of mean r<br><small>(shuffled ratings)</small></th><th>2v2</th><th>chance 2v2</th>"
+            "<th>attribute<br>disambiguation</th><th>chance</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+            + SOURCES_NOTE)
+
+
+# the CI and p come from two different tests and can disagree near the edge (docs/methods.md): said under the table
+SOURCES_NOTE = ("<p class='settings'><b>Two tests, two questions.</b> The 95% CI comes from the spread of the score over "
+                "the cross-validation folds, refitting included: would another sample of words give a similar score? "
+                "The p-value comes from refitting on shuffled ratings: could a score this high arise with no link between "
+                "words and ratings? Near the edge they can disagree (a CI just crossing 0 beside p just under 0.05); "
+                "read a score as clearly above chance only when both agree.</p>")
 
 
 
@@ -236,6 +250,7 @@ def steer_eval_html(doc: dict, number: int) -> str:
              "<th>target / others</th><th>random direction: target change</th></tr></thead><tbody>" + "".join(rows) +
              "</tbody></table>")
     fig = steer_eval_figure(doc, title=f"Figure {number}. {HEADINGS['steer_eval']}").to_html(full_html=False, include_plotlyjs=False,
+                                                         div_id="figure-steer_eval",
                                                          config={"responsive": True, "displaylogo": False})
     caption = (f"<p class='caption'><b>Figure {number}.</b> Each attribute's probe direction was added, at each strength, "
                f"to what the denoiser reads (CLIP: the conditioning; a block: its output), for {len(doc['words'])} words whose "
@@ -253,8 +268,9 @@ def report_html(report: dict, meta: dict, steer_eval: dict | None = None) -> str
     for i, it in enumerate(items):
         parts.append(f"<section id='{it['key']}'>")
         parts.append(f"<p class='takeaway'>{html.escape(it['takeaway'])}</p>")
+        # a div id named after the figure, not plotly's random one: identical builds give byte-identical pages
         parts.append(it["figure"].to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
-                                          config={"responsive": True, "displaylogo": False}))
+                                          div_id=f"figure-{it['key']}", config={"responsive": True, "displaylogo": False}))
         parts.append(f"<p class='caption'><b>Figure {it['number']}.</b> {html.escape(it['caption'])}</p></section>")
     s = report["settings"]
     warning = ("<p class='warn'><b>Demo model with random weights:</b> these numbers show the machinery, not real semantics. "
@@ -290,10 +306,17 @@ def write_report(bundle_path: Path, out: Path | None = None) -> Path:
     bundle = load_bundle(bundle_path)
     out = Path(out or Path(bundle_path) / "report.html")
     steering = Path(bundle_path) / "steer_eval.json"  # written by `sdviz steer-eval`, when it was run
-    try:
-        steer_eval = json.loads(steering.read_text()) if steering.is_file() else None
-    except (OSError, ValueError):
-        steer_eval = None  # a damaged optional section is left out; the probes' report still stands
+    steer_eval = None
+    if steering.is_file():
+        try:
+            steer_eval = json.loads(steering.read_text())
+            validate_steer_eval(steer_eval)
+        except (OSError, ValueError, RecursionError, _Defect) as err:
+            # a damaged optional section is left out, said in one line; the probes' report still stands
+            logging.getLogger("sdviz").warning("%s is damaged (%s), so the report leaves out the steering section; rerun "
+                                               "`python -m sdviz steer-eval` to write it again.", steering,
+                                               "nested too deeply" if isinstance(err, RecursionError) else err)
+            steer_eval = None
     page = report_html(bundle.report, bundle.meta, steer_eval)
     atomic_write(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return out

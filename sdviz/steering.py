@@ -10,6 +10,7 @@ into a measurement over the dataset's words: how much the target attribute moves
 with held-out directions and a random-direction control (docs/steering.md).
 """
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -18,10 +19,13 @@ import torch
 
 from .bundle import Bundle, check_bundle_matches, clip_probe_name
 from .capture import COND, Edit, is_per_step
+from .config import MAX_STEPS
 from .errors import SdvizError
 from .families import hook_points
 from .probes import fit_ridge, kfold
 from .run import Trace, trace
+
+MAX_STRENGTH = 1000.0  # rating units: Binder's scale is 0-6, so this is far beyond any meaningful shift
 
 
 @dataclass
@@ -133,26 +137,58 @@ def _decode_last_step(bundle: Bundle, tr: Trace, row: int = 0) -> dict[str, dict
     return bundle.decode(tr.at_step(row), S - 1, S)
 
 
-def steer(pipe, bundle: Bundle, prompt: str, *, attribute: str, strength: float, where: str = COND, steps=None,
-          seed: int = 0, num_steps: int = 20, guidance: float = 7.5) -> SteerResult:
+def check_strength(strength, what: str = "The strength") -> float:
+    """A steering strength as a float, or one SdvizError: it must be a finite number of at most MAX_STRENGTH rating
+    units (ratings span a few units; 1e30 only overflows the model's float16/float32 activations into NaN)."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength):
+        raise SdvizError(f"{what} must be a finite number (rating units, e.g. 2 or -2); got {strength!r}.")
+    if abs(strength) > MAX_STRENGTH:
+        raise SdvizError(f"{what} must lie between -{MAX_STRENGTH:g} and {MAX_STRENGTH:g} rating units (ratings span a few "
+                         f"units; far larger shifts only overflow the model into NaN); got {strength:g}.")
+    return float(strength)
+
+
+def _check_count(steps, what: str = "steps") -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise SdvizError(f"{what} is the number of denoising steps, a whole number from 1 to {MAX_STEPS}; got {steps!r}.")
+    return steps
+
+
+def steer(pipe, bundle: Bundle, prompt: str, *, attribute: str, strength: float, where: str = COND, at_steps=None,
+          seed: int = 0, steps: int = 20, guidance: float = 7.5, num_steps: int | None = None) -> SteerResult:
     """Generate `prompt` twice with the same seed, the second time shifted along `attribute`'s probe direction by
     `strength` (rating units) at `where` (`clip.cond` or a block; "clip" is a deprecated alias of `clip.cond`), and
-    decode both at the last step. strength 0 reproduces the original image bit for bit."""
+    decode both at the last step. strength 0 reproduces the original image bit for bit.
+
+    steps: the number of denoising steps, as everywhere in sdviz. at_steps: the step indices k (0 = pure noise) at
+    which to steer a block (default: every step). Deprecated for one release: `num_steps=` (now `steps=`), and a list
+    passed as `steps=` (now `at_steps=`), which is what `steps` meant before."""
+    if not isinstance(steps, int) or isinstance(steps, bool):
+        if isinstance(steps, (list, tuple, range, set)) and at_steps is None:  # the old meaning of `steps`
+            warnings.warn("steer(steps=[...]) is deprecated: step indices are at_steps=[...]; steps= is now the number "
+                          "of denoising steps, as everywhere in sdviz.", DeprecationWarning, stacklevel=2)
+            at_steps, steps = steps, 20 if num_steps is None else num_steps
+            num_steps = None
+    if num_steps is not None:
+        warnings.warn("steer(num_steps=...) is deprecated: it is steps=..., the number of denoising steps.",
+                      DeprecationWarning, stacklevel=2)
+        steps = num_steps
     check_bundle_matches(bundle, pipe)
     where = _canonical(where)
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not np.isfinite(strength):
-        raise SdvizError(f"The strength must be a number (rating units, e.g. 2 or -2); got {strength!r}.")
+    strength = check_strength(strength)
+    steps = _check_count(steps)
     probe = _check_where(pipe, bundle, where)
-    steered_steps = list(range(num_steps)) if steps is None else sorted({int(k) for k in steps})
-    if not steered_steps or steered_steps[0] < 0 or steered_steps[-1] >= num_steps:
-        raise SdvizError(f"Steps to steer must lie in 0..{num_steps - 1} (step 0 is pure noise); got {steps!r}.")
-    edit = steer_edit(bundle, where, probe, attribute, float(strength), steered_steps, num_steps)
-    common = dict(seeds=seed, steps=num_steps, guidance=guidance)
+    steered_steps = list(range(steps)) if at_steps is None else sorted({int(k) for k in at_steps})
+    if not steered_steps or steered_steps[0] < 0 or steered_steps[-1] >= steps:
+        raise SdvizError(f"Steps to steer must lie in 0..{steps - 1} (step 0 is pure noise) for a "
+                         f"{steps}-step run; got at_steps={at_steps!r}.")
+    edit = steer_edit(bundle, where, probe, attribute, strength, steered_steps, steps)
+    common = dict(seeds=seed, steps=steps, guidance=guidance)
     original = trace(pipe, [prompt], **common)
     steered = trace(pipe, [prompt], edits={where: edit}, **common)
     before, after = _decode_last_step(bundle, original), _decode_last_step(bundle, steered)
     target, others = _changes(before, after, attribute)
-    return SteerResult(prompt, attribute, float(strength), where, steered_steps, original, steered, before, after,
+    return SteerResult(prompt, attribute, strength, where, steered_steps, original, steered, before, after,
                        target, others)
 
 
@@ -191,6 +227,10 @@ def steer_eval(pipe, bundle: Bundle, features: dict[str, torch.Tensor], words: l
     from tqdm.auto import tqdm
 
     check_bundle_matches(bundle, pipe)
+    strengths = [check_strength(x, "Each strength") for x in strengths]
+    if not strengths:
+        raise SdvizError("Give at least one strength to steer with, e.g. 1,2,4.")
+    steps = _check_count(steps)
     readout = readout or _blocks(pipe)[-1]
     wheres = [_canonical(w) for w in wheres]
     for where in wheres:

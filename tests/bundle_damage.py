@@ -6,6 +6,7 @@ with one line, and the app must keep serving (it reuses this list).
 """
 
 import json
+import re
 from pathlib import Path
 
 
@@ -69,4 +70,73 @@ DAMAGE = [
     ("probes.safetensors missing", lambda path: (Path(path) / "probes.safetensors").unlink(), r"probes.safetensors.*damaged"),
     ("maps.safetensors garbage", _write("maps.safetensors", b"garbage" * 10), r"maps.safetensors\) is damaged"),
     ("maps.safetensors missing", lambda path: (Path(path) / "maps.safetensors").unlink(), r"maps.safetensors lacks the map"),
+]
+
+
+def _rep(name: str, change):
+    def edit(report):
+        report["representations"][name] = change(report["representations"][name])
+        return report
+
+    return edit
+
+
+def _results(change):
+    """Change every result of every representation (so the keys stay alike across results)."""
+    def edit(report):
+        for rep in report["representations"].values():
+            rep["results"] = [change(res) for res in rep["results"]]
+        return report
+
+    return edit
+
+
+def _infinite_mean_r(path: Path) -> None:
+    """Python's json reads (and writes) Infinity and NaN, which are not JSON: a hand-edited report may hold them."""
+    text = (Path(path) / "report.json").read_text()
+    (Path(path) / "report.json").write_text(re.sub(r'"mean_r": [-0-9.e]+', '"mean_r": Infinity', text, count=1))
+
+
+DEEP = b"[" * 200_000 + b"]" * 200_000  # valid JSON that Python's parser cannot read (RecursionError)
+
+# issue 17: damage an attacker's Hub bundle can carry, each caught by the checks (never a traceback)
+DAMAGE += [
+    ("report.json nested 200000 deep", _write("report.json", DEEP), r"nested too deeply"),
+    ("meta.json nested 200000 deep", _write("meta.json", DEEP), r"nested too deeply"),
+    ("report.json groups missing", _edit("report.json", _without("groups")), r"report.json has no \"groups\""),
+    ("report.json human_corr not square", _edit("report.json", _set("human_corr", [[1.0]])), r"\"human_corr\" is not a \d+ x \d+"),
+    ("report.json attributes differ", _edit("report.json", _set("attributes", ["Vision"])), r"\"attributes\" differ"),
+    ("report.json settings without folds", _edit("report.json", lambda r: {**r, "settings": {}}),
+     r"\"settings\" has no \"folds\""),
+    ("report.json settings template is a number", _edit("report.json", lambda r: {**r, "settings": {**r["settings"], "template": 3}}),
+     r"\"template\" is not a string"),
+    ("report.json mean_r_ci of three", _edit("report.json", _first_result(_set("mean_r_ci", [0, 1, 2]))),
+     r"\"mean_r_ci\" is not a pair of numbers"),
+    ("report.json group_r empty", _edit("report.json", _results(_set("group_r", {}))), r"\"group_r\" is empty"),
+    ("report.json group_r values are text", _edit("report.json", _results(lambda r: {**r, "group_r": {g: "x" for g in r["group_r"]}})),
+     r"\"group_r\" holds something that is not a finite number"),
+    ("report.json null is one number", _edit("report.json", _results(_set("null_mean_r", 0.1))), r"\"null_mean_r\" is not a pair"),
+    ("report.json p is text", _edit("report.json", _results(_set("p_mean_r", "small"))), r"\"p_mean_r\" is not a finite number"),
+    ("report.json knn_accuracy only in one result", _edit("report.json", _first_result(_without("knn_accuracy"))),
+     r"not hold the same numbers"),
+    ("report.json mean_r is Infinity", _infinite_mean_r, r"\"mean_r\" is not a finite number"),
+    ("report.json pred_corr keys not steps", _edit("report.json", _rep("unet.mid", lambda r: {**r, "pred_corr": {"x": []}})),
+     r"\"pred_corr\" has a key 'x'"),
+    ("report.json pred_corr not square", _edit("report.json", _rep("unet.mid", lambda r: {**r, "pred_corr": {"0": [[1]]}})),
+     r"\"pred_corr\" step 0 is not a"),
+    ("report.json per-prompt with two results", _edit("report.json", _rep("clip.mean", lambda r: {**r, "results": r["results"] * 2})),
+     r"more than one per step"),
+    ("meta.json template with a format spec", _edit("meta.json", _set("template", "{word:>2000000000}")),
+     r"\"template\".*only plain \{word\}"),
+    ("meta.json categories are numbers", _edit("meta.json", lambda m: {**m, "categories": list(range(len(m["words"])))}),
+     r"\"categories\" holds something that is not a string"),
+    ("meta.json dims of zero", _edit("meta.json", lambda m: {**m, "dims": {n: 0 for n in m["dims"]}}), r"width below 1"),
+]
+
+# steer_eval.json is optional: a damaged one is left out of the report with one warning, never a traceback
+STEER_EVAL_DAMAGE = [
+    ("not JSON", b"{half"), ("nested", DEEP), ("a list", b"[1]"), ("no summary", b'{"wheres": ["clip.cond"], "strengths": [1]}'),
+    ("summary rows missing", b'{"wheres": ["clip.cond"], "strengths": [1], "words": [], "readout": "unet.up2", "summary": {}}'),
+    ("row of text", b'{"wheres": ["clip.cond"], "strengths": [1], "words": [], "readout": "unet.up2", '
+                    b'"summary": {"clip.cond": {"1.0": {"target": "x", "others": 0, "random_target": 0}}}}'),
 ]

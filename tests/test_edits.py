@@ -146,8 +146,8 @@ def test_edits_refuse_what_cannot_be_edited_and_leave_no_hooks(tiny_pipe):
 
 def test_where_clip_is_a_deprecated_alias_of_clip_cond(tiny_pipe, bundle):
     with pytest.warns(DeprecationWarning, match="where='clip' is deprecated"):
-        old = steering.steer(tiny_pipe, bundle, PROMPT, attribute="Loud", strength=2.0, where="clip", num_steps=2)
-    new = steering.steer(tiny_pipe, bundle, PROMPT, attribute="Loud", strength=2.0, where=COND, num_steps=2)
+        old = steering.steer(tiny_pipe, bundle, PROMPT, attribute="Loud", strength=2.0, where="clip", steps=2)
+    new = steering.steer(tiny_pipe, bundle, PROMPT, attribute="Loud", strength=2.0, where=COND, steps=2)
     assert old.where == new.where == COND
     assert np.array_equal(np.asarray(old.steered.images[0]), np.asarray(new.steered.images[0]))
     assert old.target_change == new.target_change and old.decoded_steered == new.decoded_steered
@@ -205,9 +205,9 @@ def _fail_while_registering(pipe, monkeypatch):
 
 
 RUNS = {
-    "steer clip.cond": lambda pipe, b: steering.steer(pipe, b, PROMPT, attribute="Loud", strength=1.0, num_steps=2),
+    "steer clip.cond": lambda pipe, b: steering.steer(pipe, b, PROMPT, attribute="Loud", strength=1.0, steps=2),
     "steer unet.mid": lambda pipe, b: steering.steer(pipe, b, PROMPT, attribute="Loud", strength=1.0, where="unet.mid",
-                                                     num_steps=2),
+                                                     steps=2),
     "compare": lambda pipe, b: cmp.compare(pipe, PROMPT, "a photo of a dog", steps=2, bundle=b),
     "lens": lambda pipe, b: cmp.lens(pipe, PROMPT, steps=2, layers=[0, 2], bundle=b),
 }

@@ -37,7 +37,7 @@ def test_unknown_model_id_is_an_actionable_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SdvizError, match="--model tiny") as err:
         load_pipeline("no-such-user/no-such-model", device="cpu")
-    assert "huggingface-cli download" in str(err.value)
+    assert "hf download no-such-user/no-such-model" in str(err.value) and "huggingface-cli" not in str(err.value)
 
 
 def test_missing_local_path_is_an_actionable_error():

@@ -24,14 +24,14 @@ def bundle(tiny_bundle):
 def test_strength_zero_reproduces_the_original_image_bit_for_bit(tiny_pipe, bundle):
     for where in ("clip.cond", "unet.mid", "unet.down1"):
         result = steering.steer(tiny_pipe, bundle, "a photo of a violin", attribute="Loud", strength=0.0, where=where,
-                                num_steps=3)
+                                steps=3)
         assert np.array_equal(np.asarray(result.original.images[0]), np.asarray(result.steered.images[0]))
         assert all(v == 0 for v in result.target_change.values())
     assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
 
 
 def test_clip_steering_moves_the_conditioning_probe_by_exactly_the_strength(tiny_pipe, bundle):
-    result = steering.steer(tiny_pipe, bundle, "a photo of a violin", attribute="Loud", strength=2.5, num_steps=3)
+    result = steering.steer(tiny_pipe, bundle, "a photo of a violin", attribute="Loud", strength=2.5, steps=3)
     cond = steering.clip_probe_name(bundle)
     assert result.target_change[cond] == pytest.approx(2.5, abs=1e-4)
     assert result.others_change[cond] > 0  # other probes read the same vector: they move, by whatever overlaps
@@ -45,7 +45,7 @@ def test_clip_steering_moves_the_conditioning_probe_by_exactly_the_strength(tiny
 
 def test_block_steering_moves_that_block_by_the_strength_only_at_the_chosen_steps(tiny_pipe, bundle):
     result = steering.steer(tiny_pipe, bundle, "a photo of a violin", attribute="Pleasant", strength=-3.0,
-                            where="unet.mid", steps=[1], num_steps=3)
+                            where="unet.mid", at_steps=[1], steps=3)
     before, after = result.original.features["unet.mid"][0], result.steered.features["unet.mid"][0]
     assert torch.equal(before[0], after[0])  # step 0: not steered, and nothing upstream changed yet
     direction = steering.steer_direction(bundle, "unet.mid", "Pleasant", live_step=1, live_steps=3)
@@ -66,19 +66,19 @@ def test_hooks_are_removed_after_steering_also_when_the_run_fails(tiny_pipe, bun
 
     monkeypatch.setattr(tiny_pipe.unet, "forward", fail_on_second_call)
     with pytest.raises(RuntimeError, match="boom"):
-        steering.steer(tiny_pipe, bundle, "a photo of a violin", attribute="Loud", strength=1.0, where="unet.mid", num_steps=3)
+        steering.steer(tiny_pipe, bundle, "a photo of a violin", attribute="Loud", strength=1.0, where="unet.mid", steps=3)
     assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0
 
 
 def test_user_mistakes_are_one_sentence_errors(tiny_pipe, bundle):
     with pytest.raises(SdvizError, match="Unknown attribute 'Loudness'"):
-        steering.steer(tiny_pipe, bundle, "a dog", attribute="Loudness", strength=1.0, num_steps=2)
+        steering.steer(tiny_pipe, bundle, "a dog", attribute="Loudness", strength=1.0, steps=2)
     with pytest.raises(SdvizError, match="Cannot steer at 'unet.nowhere'"):
-        steering.steer(tiny_pipe, bundle, "a dog", attribute="Loud", strength=1.0, where="unet.nowhere", num_steps=2)
+        steering.steer(tiny_pipe, bundle, "a dog", attribute="Loud", strength=1.0, where="unet.nowhere", steps=2)
     with pytest.raises(SdvizError, match="Steps to steer must lie in 0..1"):
-        steering.steer(tiny_pipe, bundle, "a dog", attribute="Loud", strength=1.0, steps=[5], num_steps=2)
-    with pytest.raises(SdvizError, match="strength must be a number"):
-        steering.steer(tiny_pipe, bundle, "a dog", attribute="Loud", strength=float("nan"), num_steps=2)
+        steering.steer(tiny_pipe, bundle, "a dog", attribute="Loud", strength=1.0, at_steps=[5], steps=2)
+    with pytest.raises(SdvizError, match="strength must be a finite number"):
+        steering.steer(tiny_pipe, bundle, "a dog", attribute="Loud", strength=float("nan"), steps=2)
     with pytest.raises(SdvizError, match="Cannot steer at"):
         trace(tiny_pipe, ["a dog"], steps=2, edits={"vae": steering.shift(torch.zeros(4))})
     assert sdviz_hooks(*pipe_modules(tiny_pipe)) == 0

@@ -39,8 +39,8 @@ def metric_curve(report: dict, metric: str, ylabel: str, chance: float | None = 
     refs += [n for n in highlight if n not in refs and not reps[n]["per_step"] and metric in reps[n]["results"][0]]
     steps = max((len(reps[n]["results"]) for n in per_step), default=1)
     xs = list(range(steps))
-    pad = 0.3 + 0.03 * (steps - 1)  # room right of the last step for the flat lines' CI bars, side by side
-    x_ref = [-pad / 2, steps - 1 + pad / 2]
+    x_pad = 0.3 + 0.03 * (steps - 1)  # room right of the last step for the flat lines' CI bars, side by side
+    x_ref = [-x_pad / 2, steps - 1 + x_pad / 2]
     ref_ci = 0
     colour = {n: ROLE_COLORS[i % len(ROLE_COLORS)] for i, n in enumerate(highlight)}
     fig = go.Figure()
@@ -72,7 +72,7 @@ def metric_curve(report: dict, metric: str, ylabel: str, chance: float | None = 
                 lo, hi = res[0][ci]
                 values += [lo, hi]
                 ref_ci += 1
-                fig.add_trace(go.Scatter(x=[steps - 1 + pad * (0.2 + 0.25 * ref_ci)], y=[y[0]], mode="markers", marker=dict(color=c, size=5), showlegend=False,
+                fig.add_trace(go.Scatter(x=[steps - 1 + x_pad * (0.2 + 0.25 * ref_ci)], y=[y[0]], mode="markers", marker=dict(color=c, size=5), showlegend=False,
                                          legendgroup=name, hovertemplate=f"95% CI [{lo:.3f}, {hi:.3f}]<extra></extra>",
                                          error_y=dict(type="data", symmetric=False, array=[hi - y[0]], arrayminus=[y[0] - lo],
                                                       color=c, thickness=2, width=6)))
@@ -88,8 +88,8 @@ def metric_curve(report: dict, metric: str, ylabel: str, chance: float | None = 
                                  hovertemplate=f"chance level {chance:g}<extra></extra>", showlegend=False))
         margin_labels.append((chance, f"chance {chance:g}", "#555"))
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-    pad = max(hi - lo, 0.05) * 0.08
-    y_range = [lo - pad, hi + pad]
+    y_pad = max(hi - lo, 0.05) * 0.08
+    y_range = [lo - y_pad, hi + y_pad]
     n_legend = len(highlight) + grey_legend
     height = figure_height(height, title, 460)
     top, bottom = top_margin(title, 6), 60
@@ -101,7 +101,9 @@ def metric_curve(report: dict, metric: str, ylabel: str, chance: float | None = 
                            font=dict(size=12, color=c), align="left")
     fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=title_layout(title),
                       margin=dict(l=64, r=int(right), t=top, b=bottom), legend=legend_below(),
-                      xaxis=dict(title=STEP_AXIS, range=[-pad, steps - 1 + pad * 1.1], dtick=max(1, steps // 10)),
+                      # right of the last step: the flat lines' CI bars, the last at x_pad * (0.2 + 0.25 * ref_ci)
+                      xaxis=dict(title=STEP_AXIS, range=[-x_pad, steps - 1 + x_pad * max(1.1, 0.35 + 0.25 * ref_ci)],
+                                 dtick=max(1, steps // 10)),
                       yaxis=dict(title=ylabel, range=y_range), hovermode="closest")
     return fig
 

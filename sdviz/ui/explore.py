@@ -71,7 +71,7 @@ class ExploreHandlers:
         from ..steering import steer
 
         return steer(self.pipe, self.bundle, prompt, attribute=attribute, strength=float(strength), where=where,
-                     num_steps=steps, seed=seed)
+                     steps=steps, seed=seed)
 
     @errors_as_gr
     def run_steer(self, prompt, attribute, strength, where, steps, seed):
