@@ -112,7 +112,7 @@ DAMAGE += [
      r"\"template\" is not a string"),
     ("report.json mean_r_ci of three", _edit("report.json", _first_result(_set("mean_r_ci", [0, 1, 2]))),
      r"\"mean_r_ci\" is not a pair of numbers"),
-    ("report.json group_r empty", _edit("report.json", _results(_set("group_r", {}))), r"\"group_r\" is empty"),
+    ("report.json group_r empty", _edit("report.json", _results(_set("group_r", {}))), r"\"group_r\" does not hold one value per domain"),
     ("report.json group_r values are text", _edit("report.json", _results(lambda r: {**r, "group_r": {g: "x" for g in r["group_r"]}})),
      r"\"group_r\" holds something that is not a finite number"),
     ("report.json null is one number", _edit("report.json", _results(_set("null_mean_r", 0.1))), r"\"null_mean_r\" is not a pair"),
