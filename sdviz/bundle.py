@@ -119,9 +119,9 @@ def _is(kind):
     return checks[kind]
 
 
-KIND_WORDS = {"int": "a whole number", "number": "a finite number", "str": "a string", "bool": "true/false",
+KIND_WORDS = {"int": "a whole number", "number": "a number", "str": "a string", "bool": "true/false",
               "list": "a list", "dict": "an object", "str|null": "a string or null", "list|null": "a list or null",
-              "number|null": "a finite number or null", "interval": "a pair of numbers [low, high]",
+              "number|null": "a number or null", "interval": "a pair of numbers [low, high]",
               "interval|null": "a pair of numbers or null"}
 META_KEYS = {"bundle_version": "int", "model": "str", "kind": "str", "steps": "int", "timesteps": "list", "template": "str",
              "representations": "list", "per_step": "list", "dims": "dict", "maps": "list", "words": "list",
