@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import gradio as gr
 
 from ..config import MAX_SEED
+from ..hub import on_space
 from ..labels import label_with_id
 from . import explore
 from . import generate as g
@@ -111,13 +112,13 @@ class PageHandlers:
         banner = gr.update(value=_banner_text(), visible=bool(tiny))
         details = gr.update(visible=bool(tiny))
         if self.phase == "failed":
-            status, run = f"**The model could not be loaded.** {st.md(self.error)}", gr.update(value="Model not loaded", interactive=False)
+            status, run = f"**The model could not be loaded.** {self.failure_text()}", gr.update(value="Model not loaded", interactive=False)
         elif self.phase != "ready":
             status, run = "⏳ **Loading the model…** Run turns on when it is ready.", gr.update(value="Loading model…", interactive=False)
         else:
             status, run = "", gr.update(value="Run", interactive=True)
         if self.build_error:
-            status += f" The automatic build failed: {st.md(self.build_error)}"
+            status += " The automatic build failed: " + ("the server log says why." if on_space() else st.md(self.build_error))
         elif self.ready and self.bundle is None and not self.building:
             status += " " + self.bundle_note
         choices = [(label_with_id(n), n) for n in self.unet_names]
@@ -133,6 +134,13 @@ class PageHandlers:
                 page.hint: hint, page.map_block: map_block, page.recorded: recorded, page.map_caption: maps_hint,
                 **dict(zip(page.report, self.render_report(), strict=True)),
                 page.build_box: progress, page.seen: self.version, page.timer: timer}
+
+    def failure_text(self) -> str:
+        """Why the model is not there, for this page's visitors: on a Space they cannot act on a developer's command
+        (the log keeps it for the Space's host); elsewhere the one sentence that says what to do."""
+        if on_space():
+            return "This Space cannot draw images right now; please come back later."
+        return st.md(self.error)
 
     def _progress_html(self):
         what, fraction = self.build_progress()
@@ -174,11 +182,11 @@ def build_page(app) -> gr.Blocks:
         with gr.Tab("Generate", elem_id="generate-tab"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2, min_width=320):
-                    prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], max_lines=3, elem_id="prompt")
+                    prompt = g.prompt_box(label="Prompt", value=EXAMPLES[0], max_lines=3, elem_id="prompt")
                     # recorded runs (filled by the poll once loaded): a click replays one, no Run press needed
                     recorded = gr.Dataset(components=["textbox"], samples=[[""]], type="index", visible=False,
                                           elem_id="recorded", label="Recorded examples")
-                    gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Try")
+                    try_examples = gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Try")
                     with gr.Accordion("Settings: seed, steps, guidance", open=False, elem_id="settings"):
                         seed = gr.Number(label="Seed (same seed, same image)", value=0, minimum=0, maximum=MAX_SEED)
                         steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
@@ -251,6 +259,8 @@ def build_page(app) -> gr.Blocks:
         for event in (run_event, submit_event):
             event.then(app.estimate, steps, eta, queue=False, api_visibility="private")
 
+        # a Try example only fills the prompt: the last run's results go with the old prompt
+        try_examples.load_input_event.then(app.clear_run, None, outputs[:8], show_progress="hidden", **none)
         view_out = [image, counter, takeaway, bars, closeness, hint]
         for trigger in (scrub.release, block.change, view.change):
             trigger(app.render_step, [history, scrub, block, view], view_out, show_progress="hidden", **none)

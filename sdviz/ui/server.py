@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+from contextlib import asynccontextmanager
 
 from ..errors import SdvizError
 
@@ -31,14 +32,26 @@ def main(argv=None) -> None:
 
 def launch(demo, *, share: bool = False, prevent_thread_lock: bool = False, **kwargs):
     """Queue (one generation at a time) and serve `demo` (from `create_app`): 127.0.0.1 unless GRADIO_SERVER_NAME
-    says otherwise, no share link unless asked, readable messages (show_error). Its App starts loading the model
+    says otherwise, no share link unless asked, readable messages (every one a gr.Error). Its App starts loading the model
     once the server answers."""
     from .layout import CSS
 
     kwargs.setdefault("server_name", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     kwargs.setdefault("server_port", int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     kwargs.setdefault("css", CSS)
-    result = demo.queue(default_concurrency_limit=1, max_size=64).launch(share=share, show_error=True,
+    app = demo.sdviz
+
+    @asynccontextmanager
+    async def remove_downloads(_):  # the server's lifespan: its download folder goes when it closes
+        try:
+            yield
+        finally:
+            app.remove_downloads()
+
+    kwargs.setdefault("app_kwargs", {}).setdefault("lifespan", remove_downloads)
+    # show_error=False: every message meant for visitors is a gr.Error (always shown); anything else that fails
+    # inside Gradio (a full disk while it writes an image) shows no internals or server paths
+    result = demo.queue(default_concurrency_limit=1, max_size=64).launch(share=share, show_error=False,
                                                                          prevent_thread_lock=True, **kwargs)
     demo.sdviz.start()
     if not prevent_thread_lock:
