@@ -168,12 +168,13 @@ class ExploreHandlers:
         result = self.compare_on_gpu(prompt_a, prompt_b, seed, steps)
         gallery = [(result.trace.images[0], f"A: {prompt_a}"), (result.trace.images[1], f"B: {prompt_b}")]
         picks = sorted({round(i * (steps - 1) / (STRIP_STEPS - 1)) for i in range(STRIP_STEPS)}) if steps > 1 else [0]
-        strip = [(result.trace.previews[row][k], f"{tag} · {step_text(k, steps)}")
-                 for row, tag in ((0, "A"), (1, "B")) for k in picks]
+        # short captions (a phone gives each picture 60 px); the label says what the numbers are
+        strip = [(result.trace.previews[row][k], f"{tag} · {k}") for row, tag in ((0, "A"), (1, "B")) for k in picks]
+        strip_label = f"Steps 0 (noise) to {steps - 1}: A on top, B below"
         summary = self.compare_summary(result)
         distances = {n: [round(v, 6) for v in d] for n, d in result.distance.items()}
         cmap = self.compare_map(result)
-        yield (gallery, gr.update(value=strip, columns=len(picks), visible=True), summary,
+        yield (gallery, gr.update(value=strip, columns=len(picks), label=strip_label, visible=True), summary,
                gr.update(value=distance_figure(result.distance), visible=True),
                gr.update(value=self.compare_bars(result), visible=True),
                gr.update(value=cmap, visible=cmap is not None), distances)
@@ -221,7 +222,7 @@ def add_tabs(app, gpu: dict, none: dict) -> None:
                     s_steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps")
                 s_run = gr.Button("Steer", variant="primary", elem_id="steer-run")
             with gr.Column(scale=3, min_width=300):
-                s_images = gr.Gallery(label="Original and steered (same seed)", columns=2, height=300, elem_id="steer-images",
+                s_images = gr.Gallery(label="Original and steered (same seed)", columns=2, height="auto", elem_id="steer-images",
                                       object_fit="contain")
         s_summary = gr.Markdown("*Pick a property and press Steer: the same picture is drawn twice, once pushed.*",
                                 elem_id="steer-summary")
@@ -238,9 +239,9 @@ def add_tabs(app, gpu: dict, none: dict) -> None:
                     c_steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps")
                 c_run = gr.Button("Compare", variant="primary", elem_id="compare-run")
             with gr.Column(scale=3, min_width=300):
-                c_images = gr.Gallery(label="A and B (same seed)", columns=2, height=300, elem_id="compare-images",
+                c_images = gr.Gallery(label="A and B (same seed)", columns=2, height="auto", elem_id="compare-images",
                                       object_fit="contain")
-        c_strip = gr.Gallery(label="Step by step: A on top, B below (step 0 = pure noise)", visible=False, height="auto",
+        c_strip = gr.Gallery(label="Steps: A on top, B below", visible=False, height="auto",
                              elem_id="compare-strip", object_fit="contain")
         c_summary = gr.Markdown("*Type two prompts and press Compare.*", elem_id="compare-summary")
         c_dist = gr.Plot(show_label=False, visible=False, elem_id="compare-distance")
