@@ -263,10 +263,12 @@ def test_a_first_visitor_at_390_and_1400_px(served, browser_page, width):
         page.wait_for_timeout(800)
         page.screenshot(path=str(OUTPUT / f"hard-maps-{width}.png"), full_page=True)
         # 16: the star's label sits inside the map
-        for star in page.locator("#clip-map .textpoint text").all():
-            box, plot = star.bounding_box(), page.locator("#clip-map .js-plotly-plot").bounding_box()
-            if box:
-                assert plot["x"] - 1 <= box["x"] and box["x"] + box["width"] <= plot["x"] + plot["width"] + 1
+        for where in ("#clip-map", "#unet-map"):
+            plot = page.locator(f"{where} .js-plotly-plot").bounding_box()
+            labels = [a.bounding_box() for a in page.locator(f"{where} .annotation").all()]
+            assert labels, f"{where} has no star label"
+            for box in labels:
+                assert plot["x"] - 1 <= box["x"] and box["x"] + box["width"] <= plot["x"] + plot["width"] + 1, where
 
         _open_tab(page, "Report")
         page.locator("#report-fig-0 .js-plotly-plot").wait_for(timeout=30000)
