@@ -29,6 +29,15 @@ def client(served):
     return Client(served.url, verbose=False)
 
 
+def _app_with(bundle, ratings):
+    from sdviz import ui
+
+    app = ui.create_app("tiny", "cpu", str(bundle), str(ratings)).sdviz
+    app.start()
+    app.wait_ready()
+    return app
+
+
 def _sdviz_temp() -> set:
     return {p for p in Path(tempfile.gettempdir()).glob("sdviz-*")}
 
@@ -50,6 +59,30 @@ def test_report_and_csv_downloads_leave_no_growing_files_and_nothing_after_close
         assert len([p for p in files if p.suffix == ".html"]) == 1  # six clicks, one file
         folder = next(iter(new))
     assert not folder.exists() and _sdviz_temp() == before  # closing the app removes its downloads
+
+
+# -- 2. text from a bundle (a Hub bundle is anyone's) is escaped in toasts and Markdown ---------------------------------
+def test_an_attribute_name_with_html_in_a_bundle_stays_text(tiny_bundle, subset_csv, tmp_path):
+    import gradio as gr
+
+    bundle = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, bundle)
+    evil = HTML + "Loud"
+    meta, report = (json.loads((bundle / f).read_text()) for f in ("meta.json", "report.json"))
+    for attrs in (meta["dataset"]["attributes"], report.get("attributes", [])):
+        if "Loud" in attrs:
+            attrs[attrs.index("Loud")] = evil
+    for groups in (meta["dataset"]["groups"], report["groups"]):
+        groups[evil] = groups.pop("Loud")
+    (bundle / "meta.json").write_text(json.dumps(meta))
+    (bundle / "report.json").write_text(json.dumps(report))
+    app = _app_with(bundle, subset_csv)
+    assert app.bundle is not None and evil in app.bundle.attributes
+    with pytest.raises(gr.Error) as err:  # the toast lists the bundle's attributes
+        list(app.run_steer("a photo of a dog", "no such property", 2, "clip.cond", 2, 0))
+    assert "&lt;a href" in err.value.message and "<a" not in err.value.message and "<img" not in err.value.message
+    _, summary, _ = list(app.run_steer("a photo of a dog", evil, 2, "clip.cond", 2, 0))[-1]
+    assert "&lt;a href" in summary and "<a" not in summary and "<img" not in summary
 
 
 # -- 8. bad API values get a clear message, no traceback ------------------------------------------------------------
@@ -80,15 +113,6 @@ def test_every_endpoint_rejects_a_prompt_that_is_not_text(client, api, args):
 
 
 # -- 9. the damaged-bundle note says what is wrong; a full temp folder is one sentence ----------------------------
-def _app_with(bundle, ratings):
-    from sdviz import ui
-
-    app = ui.create_app("tiny", "cpu", str(bundle), str(ratings)).sdviz
-    app.start()
-    app.wait_ready()
-    return app
-
-
 def test_the_damaged_bundle_note_says_what_is_wrong_and_another_model_is_another_sentence(tiny_bundle, subset_csv, tmp_path):
     notes = {}
     for case in ("meta-no-dims", "probes-garbage", "other-model"):
