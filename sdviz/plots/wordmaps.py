@@ -66,7 +66,7 @@ def _star(xy: np.ndarray, here, here_label: str) -> tuple[go.Scatter, list[dict]
         d[1] = abs(d[1]) + 0.3
     d = d / np.linalg.norm(d)
     note = dict(x=here[0], y=here[1], xref="x", yref="y", text=figure_text(text), showarrow=True, arrowhead=2, arrowwidth=1.5,
-                ax=float(36 * d[0]), ay=float(-50 * d[1]), xanchor="left" if d[0] >= 0 else "right",
+                ax=float(44 * d[0]), ay=float(-50 * d[1]), xanchor="left" if d[0] >= 0 else "right",
                 yanchor="bottom" if d[1] >= 0 else "top", bgcolor="rgba(255,255,255,0.7)", bordercolor="#333", borderwidth=1,
                 font=dict(size=12, color="black"))
     star = go.Scatter(x=[here[0]], y=[here[1]], mode="markers", name=text, hovertemplate=html.escape(text) + "<extra></extra>",
