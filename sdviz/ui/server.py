@@ -32,7 +32,7 @@ def main(argv=None) -> None:
 
 def launch(demo, *, share: bool = False, prevent_thread_lock: bool = False, **kwargs):
     """Queue (one generation at a time) and serve `demo` (from `create_app`): 127.0.0.1 unless GRADIO_SERVER_NAME
-    says otherwise, no share link unless asked, readable messages (every one a gr.Error). Its App starts loading the model
+    says otherwise, no share link unless asked, readable messages (show_error). Its App starts loading the model
     once the server answers."""
     from .layout import CSS
 
@@ -49,9 +49,9 @@ def launch(demo, *, share: bool = False, prevent_thread_lock: bool = False, **kw
             app.remove_downloads()
 
     kwargs.setdefault("app_kwargs", {}).setdefault("lifespan", remove_downloads)
-    # show_error=False: every message meant for visitors is a gr.Error (always shown); anything else that fails
-    # inside Gradio (a full disk while it writes an image) shows no internals or server paths
-    result = demo.queue(default_concurrency_limit=1, max_size=64).launch(share=share, show_error=False,
+    # show_error=True: Gradio's own checks of an input (a seed "abc") say which value is wrong. A full temp folder, the
+    # one failure inside Gradio that would show its internals and paths, is refused first (generate.check_disk)
+    result = demo.queue(default_concurrency_limit=1, max_size=64).launch(share=share, show_error=True,
                                                                          prevent_thread_lock=True, **kwargs)
     demo.sdviz.start()
     if not prevent_thread_lock:
