@@ -70,10 +70,29 @@ def build_maps(features: dict[str, torch.Tensor], names: list[str], *, seed: int
     return {k: torch.stack(v) for k, v in out.items()}
 
 
+def map_space(maps: dict[str, torch.Tensor], name: str, step: int, x: torch.Tensor) -> torch.Tensor:
+    """A feature vector in the space map (name, step) is laid out from: z-scored per dimension with the dataset words'
+    mean and spread, then projected on the map's PCA axes (the words' own `points` live there)."""
+    mean, std = maps[f"{name}.mean"][step].double(), maps[f"{name}.std"][step].double()
+    return ((x.double() - mean) / std) @ maps[f"{name}.axes"][step].double()
+
+
+def map_distances(maps: dict[str, torch.Tensor], name: str, step: int, a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """(distance of a and b, median distance of two dataset words), both 1 - cosine in map (name, step)'s space
+    (`map_space`): the scale on which the map draws things near or far. Raw CLIP states of any two prompts are nearly
+    parallel (a large part shared by every prompt), so their raw distance is tiny; z-scoring removes the shared part."""
+    pa, pb = map_space(maps, name, step, a), map_space(maps, name, step, b)
+    d = 1.0 - float(torch.dot(pa, pb) / (pa.norm() * pb.norm()).clamp_min(1e-12))
+    points = maps[f"{name}.points"][step].double()
+    unit = points / points.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    i, j = torch.triu_indices(len(points), len(points), 1)
+    typical = float((1.0 - (unit[i] * unit[j]).sum(1)).median())
+    return d, typical
+
+
 def place(maps: dict[str, torch.Tensor], name: str, step: int, x: torch.Tensor) -> tuple[float, float]:
     """Where a new feature vector lands on map (name, step)."""
-    mean, std = maps[f"{name}.mean"][step].double(), maps[f"{name}.std"][step].double()
-    point = ((x.double() - mean) / std) @ maps[f"{name}.axes"][step].double()
+    point = map_space(maps, name, step, x)
     dist = torch.linalg.norm(maps[f"{name}.points"][step].double() - point, dim=1)
     nearest = torch.argsort(dist)[:PLACE_K]
     weights = 1.0 / (dist[nearest] + 1e-9)

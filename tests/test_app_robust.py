@@ -143,10 +143,10 @@ def test_the_csv_is_written_only_when_asked_and_per_step_files_are_cleaned(tiny_
         app.write_csv([])
     updates = list(app.generate("a photo of a dog", 0, 2, 7.5, None, "domain means"))
     history = updates[-1][6]
-    assert app.csv_dir is None or not list(app.csv_dir.glob("*.csv"))  # nothing written by the run itself
+    assert app.downloads is None or not list(app.downloads.glob("*.csv"))  # nothing written by the run itself
     path = app.write_csv(history)["value"]
     rows = list(csv.reader(open(path)))
-    assert rows[0][:3] == ["step", "timestep", "representation"] and len(rows[0]) == 3 + 65
-    assert {r[0] for r in rows[1:]} == {"0", "1"} and len(rows) == 1 + 2 * len(history[0]["decoded"])
+    assert rows[0][:5] == ["prompt", "seed", "step", "timestep", "representation"] and len(rows[0]) == 5 + 65
+    assert {r[2] for r in rows[1:]} == {"0", "1"} and len(rows) == 1 + 2 * len(history[0]["decoded"])
     html_copy = app.report_file()["value"]
     assert open(html_copy).read() == (tiny_bundle / "report.html").read_text()

@@ -179,18 +179,19 @@ def attribute_bars(attributes: list[str], groups: dict[str, str], series: dict[s
 
 
 def steer_figure(attribute: str, target_change: dict, others_change: dict) -> go.Figure:
-    """A steer's effect per representation: the target attribute's change against the others' mean |change|."""
+    """A steer's effect per representation: the target attribute's change against the others' mean |change|.
+    Bars on their side, one row per place it is read (downstream last): names never collide, at 390 px as at 1400."""
     # what the denoiser reads and everything downstream of it (the text encoder's own outputs never move)
     names = [n for n in target_change if n == "clip.cond" or not n.startswith(("clip", "text"))]
-    xs = [short(n) for n in names]
+    ys = [short(n) for n in names]
     fig = go.Figure([
-        go.Bar(x=xs, y=[target_change[n] for n in names], name=f"{attribute} (the target)",
-               marker_color=ROLE_COLORS[1], customdata=names, hovertemplate="%{customdata}: %{y:+.3f}<extra></extra>"),
-        go.Bar(x=xs, y=[others_change[n] for n in names], name="the other attributes, mean |change|",
-               marker_color=GREY, customdata=names, hovertemplate="%{customdata}: %{y:.3f}<extra></extra>"),
+        go.Bar(y=ys, x=[target_change[n] for n in names], name=f"{attribute} (the target)", orientation="h",
+               marker_color=ROLE_COLORS[1], customdata=names, hovertemplate="%{customdata}: %{x:+.3f}<extra></extra>"),
+        go.Bar(y=ys, x=[others_change[n] for n in names], name="the others, mean |change|", orientation="h",
+               marker_color=GREY, customdata=names, hovertemplate="%{customdata}: %{x:.3f}<extra></extra>"),
     ])
-    fig.update_layout(**LAYOUT, barmode="group", height=380)
-    fig.update_layout(legend=dict(orientation="h", x=0, y=1.12), margin=dict(l=60, r=20, t=40, b=90))
-    fig.update_xaxes(title_text="where it is read (the last step for UNet blocks)", tickangle=-30)
-    fig.update_yaxes(title_text="change in the reading (rating units)")
+    fig.update_layout(**LAYOUT, barmode="group", height=max(300, 90 + 34 * len(names)))
+    fig.update_layout(legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"), margin=dict(l=10, r=20, t=50, b=50))
+    fig.update_yaxes(autorange="reversed", automargin=True)  # first place at the top; room for the longest name
+    fig.update_xaxes(title_text="change (rating units)")  # short: a phone gives it 300 px; the legend says the rest
     return fig

@@ -24,6 +24,17 @@ from .style import (
 )
 
 
+def two_places(x: float) -> str:
+    """0.069 -> '0.07', 0.5 -> '0.5', 0 -> '0': a chance level at the precision of the values printed beside it."""
+    return f"{x:.2f}".rstrip("0").rstrip(".") or "0"
+
+
+def at_chance(value: float, chance: float | None) -> str:
+    """' (at chance)' where a value and the chance level print as the same two decimals: "0.06" beside "chance 0.061"
+    read as below chance, a difference smaller than either number shows."""
+    return " (at chance)" if chance is not None and f"{value:.2f}" == f"{chance:.2f}" else ""
+
+
 def metric_curve(report: dict, metric: str, ylabel: str, chance: float | None = None, ci: str | None = None, *,
                  title: str | None = None, highlight: list[str] | None = None, height: int | None = None) -> go.Figure:
     """One line per per-step representation across denoising steps, once-per-prompt ones as flat reference lines.
@@ -79,14 +90,14 @@ def metric_curve(report: dict, metric: str, ylabel: str, chance: float | None = 
             fig.add_trace(go.Scatter(x=x, y=y, name=short(name), legendgroup=name, hovertemplate=hover,
                                      mode="lines+markers" if is_step else "lines",
                                      line=dict(color=c, width=3, dash=None if is_step else "dash")))
-            margin_labels.append((y[-1], f"{short(name)} {y[-1]:.2f}", c))
+            margin_labels.append((y[-1], f"{short(name)} {y[-1]:.2f}{at_chance(y[-1], chance)}", c))
         else:
             fig.add_trace(go.Scatter(x=x, y=y, hovertemplate=hover, mode="lines", line=dict(color=GREY, width=1.3,
                                      dash=None if is_step else "dash"), **grey_entry()))
     if chance is not None:
         fig.add_trace(go.Scatter(x=x_ref, y=[chance] * 2, mode="lines", line=dict(color="#777", dash="dot", width=1.5),
                                  hovertemplate=f"chance level {chance:g}<extra></extra>", showlegend=False))
-        margin_labels.append((chance, f"chance {chance:g}", "#555"))
+        margin_labels.append((chance, f"chance {two_places(chance)}", "#555"))  # the values' precision
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     y_pad = max(hi - lo, 0.05) * 0.08
     y_range = [lo - y_pad, hi + y_pad]

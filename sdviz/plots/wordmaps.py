@@ -57,14 +57,16 @@ def _star(xy: np.ndarray, here, here_label: str) -> tuple[go.Scatter, list[dict]
     d = d / (np.linalg.norm(d) + 1e-9) if np.linalg.norm(d) > 1e-9 else np.array([1.0, 1.0]) / np.sqrt(2)
     lo, hi = xy.min(0), xy.max(0)
     rel = (np.array(here, float) - lo) / np.maximum(hi - lo, 1e-9)
-    for i in range(2):  # near an edge the label points back inside, so it never leaves the plot
-        if rel[i] > 0.8:
-            d[i] = -abs(d[i]) - 0.3
-        elif rel[i] < 0.2:
-            d[i] = abs(d[i]) + 0.3
+    # sideways the label always goes toward the wider side: a label is wider than a phone's map leaves beside an
+    # off-centre star; up and down, near an edge it points back inside
+    d[0] = abs(d[0]) + 0.3 if rel[0] < 0.5 else -abs(d[0]) - 0.3
+    if rel[1] > 0.8:
+        d[1] = -abs(d[1]) - 0.3
+    elif rel[1] < 0.2:
+        d[1] = abs(d[1]) + 0.3
     d = d / np.linalg.norm(d)
     note = dict(x=here[0], y=here[1], xref="x", yref="y", text=figure_text(text), showarrow=True, arrowhead=2, arrowwidth=1.5,
-                ax=float(50 * d[0]), ay=float(-50 * d[1]), xanchor="left" if d[0] >= 0 else "right",
+                ax=float(44 * d[0]), ay=float(-50 * d[1]), xanchor="left" if d[0] >= 0 else "right",
                 yanchor="bottom" if d[1] >= 0 else "top", bgcolor="rgba(255,255,255,0.7)", bordercolor="#333", borderwidth=1,
                 font=dict(size=12, color="black"))
     star = go.Scatter(x=[here[0]], y=[here[1]], mode="markers", name=text, hovertemplate=html.escape(text) + "<extra></extra>",

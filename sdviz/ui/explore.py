@@ -30,6 +30,10 @@ HOW_TO_READ_LENS = (
     "the UNet, same seed. The curve shows how close each layer's reading of the properties is to the final one: "
     "where it rises is where along CLIP the meaning appears."
 )
+# defaults name rated words of Binder et al. (2016), so the human ratings show beside the readings
+STEER_PROMPT = "a photo of a trumpet"
+COMPARE_PROMPTS = ("a photo of a fiddle", "a photo of a trumpet")
+LENS_PROMPT = "a photo of a trumpet"
 STRIP_STEPS = 5  # the Compare tab's step-by-step strip: this many steps of each prompt
 LENS_LAYERS_SHOWN = 13  # SD 1.5 has 12 layers + embeddings: all shown; deeper encoders are sampled evenly
 
@@ -55,6 +59,7 @@ class ExploreHandlers:
         self.wait_ready()  # as a Run pressed early does: the request waits for the model, then goes on
         if self.bundle is None:
             raise SdvizError(self.bundle_note or "No probe bundle for this model yet: steering and decoding need probes.")
+        g.check_disk()
         return self.bundle
 
     def steer_choices(self):
@@ -132,6 +137,26 @@ class ExploreHandlers:
                                                                                     line=dict(color="white", width=1))))
         return fig
 
+    def compare_summary(self, result) -> str:
+        """The Compare tab's sentence. Two scales, each named: the CLIP map's (z-scored like the map, next to the typical
+        distance of two dataset words, so "far apart" on the map and the number agree) and the raw one the curves show."""
+        from ..maps import map_distances
+
+        unet = [n for n in self.unet_names if n in result.distance]
+        if not unet or "clip.cond" not in result.distance:
+            return ""
+        last = unet[-1]
+        d_raw, d_last = result.distance["clip.cond"][0], result.distance[last][-1]
+        raw = (f"Raw, as the curves below measure it, CLIP's output has them {d_raw:.3f} apart and the {md(label(last))} "
+               f"{d_last:.3f} at the last step: every prompt shares most of these numbers, so raw distances are small.")
+        name = next((n for n in ("clip.mean", "clip.pooled") if f"{n}.coords" in self.bundle.maps), None)
+        if name is None or name not in result.trace.features:
+            return f"**CLIP keeps the two prompts {d_raw:.3f} apart (raw).** {raw} (distance = 1 − cosine: 0 = the same.)"
+        d_map, typical = map_distances(self.bundle.maps, name, 0, *(result.trace.features[name][i] for i in (0, 1)))
+        return (f"**CLIP keeps the two prompts {d_map:.2f} apart on the CLIP map's scale**, where two dataset words are "
+                f"typically {typical:.2f} apart (each number of {md(label(name))} z-scored over the dataset's words, as for "
+                f"the map; distance = 1 − cosine, 0 = the same). {raw}")
+
     @errors_as_gr
     def run_compare(self, prompt_a, prompt_b, seed, steps):
         """Two prompts, same seed: both images, their distance in every space step by step, bars and map."""
@@ -143,18 +168,13 @@ class ExploreHandlers:
         result = self.compare_on_gpu(prompt_a, prompt_b, seed, steps)
         gallery = [(result.trace.images[0], f"A: {prompt_a}"), (result.trace.images[1], f"B: {prompt_b}")]
         picks = sorted({round(i * (steps - 1) / (STRIP_STEPS - 1)) for i in range(STRIP_STEPS)}) if steps > 1 else [0]
-        strip = [(result.trace.previews[row][k], f"{tag} · {step_text(k, steps)}")
-                 for row, tag in ((0, "A"), (1, "B")) for k in picks]
-        unet = [n for n in self.unet_names if n in result.distance]
-        summary = ""
-        if unet and "clip.cond" in result.distance:
-            last = unet[-1]
-            d_clip, d_last = result.distance["clip.cond"][0], result.distance[last][-1]
-            summary = (f"**CLIP keeps the two prompts {d_clip:.3f} apart; at the last step the {md(label(last))} has them "
-                       f"{d_last:.3f} apart** (distance = 1 − cosine: 0 = the same, 1 = unrelated).")
+        # short captions (a phone gives each picture 60 px); the label says what the numbers are
+        strip = [(result.trace.previews[row][k], f"{tag} · {k}") for row, tag in ((0, "A"), (1, "B")) for k in picks]
+        strip_label = f"Steps 0 (noise) to {steps - 1}: A on top, B below"
+        summary = self.compare_summary(result)
         distances = {n: [round(v, 6) for v in d] for n, d in result.distance.items()}
         cmap = self.compare_map(result)
-        yield (gallery, gr.update(value=strip, columns=len(picks), visible=True), summary,
+        yield (gallery, gr.update(value=strip, columns=len(picks), label=strip_label, visible=True), summary,
                gr.update(value=distance_figure(result.distance), visible=True),
                gr.update(value=self.compare_bars(result), visible=True),
                gr.update(value=cmap, visible=cmap is not None), distances)
@@ -193,7 +213,7 @@ def add_tabs(app, gpu: dict, none: dict) -> None:
             gr.Markdown(HOW_TO_READ_STEER)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=300):
-                s_prompt = gr.Textbox(label="Prompt", value="a photo of a violin", max_lines=2, elem_id="steer-prompt")
+                s_prompt = g.prompt_box(label="Prompt", value=STEER_PROMPT, max_lines=2, elem_id="steer-prompt")
                 s_attr = gr.Dropdown([], label="Property to push", elem_id="steer-attribute", allow_custom_value=True)
                 s_strength = gr.Slider(-4, 4, value=2, step=0.5, label="Strength (rating points on the 0–6 scale)")
                 s_where = gr.Dropdown([], label="Where to push", elem_id="steer-where", allow_custom_value=True)
@@ -202,7 +222,7 @@ def add_tabs(app, gpu: dict, none: dict) -> None:
                     s_steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps")
                 s_run = gr.Button("Steer", variant="primary", elem_id="steer-run")
             with gr.Column(scale=3, min_width=300):
-                s_images = gr.Gallery(label="Original and steered (same seed)", columns=2, height=300, elem_id="steer-images",
+                s_images = gr.Gallery(label="Original and steered (same seed)", columns=2, height="auto", elem_id="steer-images",
                                       object_fit="contain")
         s_summary = gr.Markdown("*Pick a property and press Steer: the same picture is drawn twice, once pushed.*",
                                 elem_id="steer-summary")
@@ -212,16 +232,16 @@ def add_tabs(app, gpu: dict, none: dict) -> None:
             gr.Markdown(HOW_TO_READ_COMPARE)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=300):
-                c_a = gr.Textbox(label="Prompt A", value="a photo of a violin", max_lines=2, elem_id="compare-a")
-                c_b = gr.Textbox(label="Prompt B", value="a photo of a trumpet", max_lines=2, elem_id="compare-b")
+                c_a = g.prompt_box(label="Prompt A", value=COMPARE_PROMPTS[0], max_lines=2, elem_id="compare-a")
+                c_b = g.prompt_box(label="Prompt B", value=COMPARE_PROMPTS[1], max_lines=2, elem_id="compare-b")
                 with gr.Accordion("Seed and steps", open=False):
                     c_seed = gr.Number(label="Seed (both prompts)", value=0, minimum=0)
                     c_steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps")
                 c_run = gr.Button("Compare", variant="primary", elem_id="compare-run")
             with gr.Column(scale=3, min_width=300):
-                c_images = gr.Gallery(label="A and B (same seed)", columns=2, height=300, elem_id="compare-images",
+                c_images = gr.Gallery(label="A and B (same seed)", columns=2, height="auto", elem_id="compare-images",
                                       object_fit="contain")
-        c_strip = gr.Gallery(label="Step by step: A on top, B below (step 0 = pure noise)", visible=False, height="auto",
+        c_strip = gr.Gallery(label="Steps: A on top, B below", visible=False, height="auto",
                              elem_id="compare-strip", object_fit="contain")
         c_summary = gr.Markdown("*Type two prompts and press Compare.*", elem_id="compare-summary")
         c_dist = gr.Plot(show_label=False, visible=False, elem_id="compare-distance")
@@ -232,7 +252,7 @@ def add_tabs(app, gpu: dict, none: dict) -> None:
         with gr.Accordion("How to read this", open=False):
             gr.Markdown(HOW_TO_READ_LENS)
         with gr.Row(equal_height=False):
-            l_prompt = gr.Textbox(label="Prompt", value="a photo of a violin", max_lines=2, elem_id="lens-prompt", scale=3)
+            l_prompt = g.prompt_box(label="Prompt", value=LENS_PROMPT, max_lines=2, elem_id="lens-prompt", scale=3)
             l_seed = gr.Number(label="Seed", value=0, minimum=0, scale=1, min_width=100)
             l_steps = gr.Slider(1, g.APP_MAX_STEPS, value=10, step=1, label="Steps", scale=2)
         l_run = gr.Button("Draw from every CLIP layer", variant="primary", elem_id="lens-run")

@@ -10,11 +10,11 @@ import csv
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import SdvizError
 from ..hub import on_space
 from ..labels import label, label_with_id, step_text
-from .state import md
+from .state import md, plain
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ DEFAULT_STEPS = 20
 REFRESH_S = 0.5  # figures refresh at most this often while a run streams (image and counter every step)
 GPU_SECONDS_PER_STEP = 1.5  # ZeroGPU's reservation: generous for SD 1.5 at 512 px on a shared A10G/H200 slice
 GPU_SECONDS_FIXED = 15.0
+MIN_FREE_BYTES = 64 * 2**20  # below this free in Gradio's temp folder a run's images cannot be written: say so first
 
 if on_space():  # Hugging Face ZeroGPU: borrow a GPU for each generation (decorators must exist at start-up)
     try:
@@ -49,6 +50,35 @@ if gpu is None:
 
 
 # -- inputs ---------------------------------------------------------------------------------------
+def prompt_box(**kwargs) -> gr.Textbox:
+    """A Textbox for a prompt that takes text only. Gradio's Textbox hands `str(payload)` on, so an API call with a
+    JSON object ({"a": 1}) would run as the prompt "{'a': 1}"; this one refuses it before any handler, in one sentence.
+    (The check sits on the instance: a Textbox subclass would make Gradio write a .pyi stub beside this file.)"""
+    box = gr.Textbox(**kwargs)
+    text_only = box.preprocess
+
+    def preprocess(payload):
+        if payload is not None and not isinstance(payload, str):
+            raise gr.Error("The prompt must be text, such as 'a photo of a dog'.")
+        return text_only(payload)
+
+    box.preprocess = preprocess
+    return box
+
+
+def check_disk() -> None:
+    """Refuse a run when Gradio's temp folder has no room for its images: otherwise Gradio fails while writing them
+    and the page shows its own internals and the server's paths."""
+    from gradio.utils import get_upload_folder
+
+    try:
+        free = shutil.disk_usage(get_upload_folder() if os.path.isdir(get_upload_folder()) else tempfile.gettempdir()).free
+    except OSError:
+        return
+    if free < MIN_FREE_BYTES:
+        raise SdvizError("The server's disk is full, so it cannot send images right now; please try again later.")
+
+
 def check_inputs(prompt, seed, steps, guidance) -> tuple[str, int, int, float]:
     """The library's one rule for a run (`run.check_run_args`), with the app's tighter caps."""
     from ..run import check_run_args
@@ -64,7 +94,7 @@ def validate(prompt, seed, steps, guidance, *rest):
     except SdvizError as err:
         message = str(err)
         field = 0 if "prompt" in message.lower() else 1 if "seed" in message.lower() else 2 if "steps" in message.lower() else 3
-        return [gr.validate(i != field, message if i == field else "") for i in range(4 + len(rest))]
+        return [gr.validate(i != field, plain(message) if i == field else "") for i in range(4 + len(rest))]
     return [gr.validate(True, "") for _ in range(4 + len(rest))]
 
 
@@ -84,9 +114,10 @@ class RunContext:
     human: list | None  # in the bundle's attribute order
     notes: list[str]
     clip_decoded: dict | None = None  # CLIP's decoding is the same at every step: computed once per run
+    seed: int | None = None  # the run's seed, for the CSV
 
     @classmethod
-    def for_prompt(cls, app, prompt: str) -> "RunContext":
+    def for_prompt(cls, app, prompt: str, seed: int | None = None) -> "RunContext":
         """`app`: the App (its pipe, ratings and bundle)."""
         notes = []
         if app.pipe is not None:
@@ -103,7 +134,7 @@ class RunContext:
             guess = next((t for t in reversed(re.findall(r"[^\W\d_]+", prompt)) if len(t) > 2), prompt[:30])
             notes.append(f"No human ratings for '{md(guess)}': the overlay of human ratings shows for the "
                          f"{len(app.ratings.words)} rated words of the dataset (for example '{md(app.ratings.words[0])}').")
-        return cls(prompt, word, human, notes)
+        return cls(prompt, word, human, notes, seed=seed)
 
 
 def decode_step(bundle, record, live_steps: int, clip_decoded: dict | None = None) -> dict:
@@ -122,7 +153,7 @@ def make_entry(bundle, record, ctx: RunContext) -> dict:
             ctx.clip_decoded = {name: decoded[name] for name in record.clip if name in decoded}
     return {"step": record.step, "steps": record.steps, "timestep": record.timestep, "preview": record.preview,
             "image": record.image, "decoded": decoded,
-            "human": ctx.human, "word": ctx.word, "prompt": ctx.prompt,
+            "human": ctx.human, "word": ctx.word, "prompt": ctx.prompt, "seed": ctx.seed,
             "features": {k: v.numpy() for k, v in (record.features | record.clip).items()}}
 
 
@@ -138,7 +169,8 @@ HIDDEN = gr.update(visible=False)
 
 
 def errors_as_gr(fn):
-    """Errors a user can cause, or the GPU running out of memory, become one sentence; the app keeps serving."""
+    """Errors a user can cause, or the GPU running out of memory, become one sentence; the app keeps serving.
+    Every message is escaped (`state.plain`): it may hold a prompt, a typed attribute or a bundle's text."""
 
     def wrapper(*args, **kwargs):
         try:
@@ -146,7 +178,7 @@ def errors_as_gr(fn):
         except gr.Error:
             raise
         except SdvizError as err:
-            raise gr.Error(str(err)) from None
+            raise gr.Error(plain(err)) from None
         except Exception as err:  # noqa: BLE001
             if "out of memory" in str(err).lower():
                 raise gr.Error("The GPU ran out of memory. Try fewer steps, or a smaller model.") from None
@@ -179,6 +211,8 @@ class GenerateHandlers:
         return f"**{step_text(h['step'], h['steps'])}** · timestep t = {h['timestep']}{self._trained_step(h['step'], h['steps'])}{left}"
 
     def placeholder(self) -> str:
+        if self.phase == "failed":  # never "when Run turns blue": it will not
+            return "*The model could not be loaded, so nothing can be drawn here (the status above says why).*"
         if not self.ready:
             return "*The model is loading. When Run turns blue, press it: the image forms here step by step.*"
         if self.building:
@@ -187,6 +221,12 @@ class GenerateHandlers:
             return f"*{self.bundle_note or 'No probe bundle.'} The image still forms step by step; bars need probes.*"
         return ("*After you press Run, bars appear here: for each human-rated property (how visual, loud, pleasant… the "
                 "thing is) what CLIP and the UNet seem to know, next to what people said.*")
+
+    def clear_run(self):
+        """(image, counter, takeaway, bars, closeness, hint, history, scrub) emptied: a click on a Try example
+        changes the prompt, so the last run's results must not stay on screen under it."""
+        return (None, "", "", HIDDEN, HIDDEN, gr.update(value=self.placeholder(), visible=True), [],
+                gr.update(value=0, interactive=False))
 
     def render_step(self, history: list, k, block: str | None, view: str):
         """(image, counter, takeaway, bars, closeness, hint) for step k of a finished or running run."""
@@ -233,7 +273,8 @@ class GenerateHandlers:
     def _start(self, prompt, seed, steps, guidance):
         prompt, seed, steps, guidance = check_inputs(prompt, seed, steps, guidance)
         self.wait_ready()
-        return prompt, seed, steps, guidance, RunContext.for_prompt(self, prompt)
+        check_disk()
+        return prompt, seed, steps, guidance, RunContext.for_prompt(self, prompt, seed)
 
     def _status(self, ctx: RunContext) -> str:
         parts = list(ctx.notes)
@@ -313,16 +354,16 @@ class GenerateHandlers:
         """The decoded attributes of every step of the last run, as CSV (written when the visitor asks)."""
         if not history or self.bundle is None:
             raise gr.Error("Run a prompt first: the CSV holds the decoded attributes of every step of your run.")
-        if self.csv_dir is None:
-            self.csv_dir = Path(tempfile.mkdtemp(prefix="sdviz-csv-"))
-        for old in self.csv_dir.glob("*.csv"):  # one visitor's file lives until the next request; Gradio keeps its own copy
+        folder = self.download_folder()
+        for old in folder.glob("*.csv"):  # one visitor's file lives until the next request; Gradio keeps its own copy
             if time.time() - old.stat().st_mtime > 60:
                 old.unlink(missing_ok=True)
-        fd, path = tempfile.mkstemp(dir=self.csv_dir, prefix="sdviz-decoded-", suffix=".csv")
+        fd, path = tempfile.mkstemp(dir=folder, prefix="sdviz-decoded-", suffix=".csv")
         with os.fdopen(fd, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["step", "timestep", "representation", *self.bundle.attributes])
+            writer.writerow(["prompt", "seed", "step", "timestep", "representation", *self.bundle.attributes])
             for h in history:
                 for name, values in h["decoded"].items():
-                    writer.writerow([h["step"], h["timestep"], name, *np.round(np.asarray(values, float), 5)])
+                    writer.writerow([h["prompt"], h.get("seed", ""), h["step"], h["timestep"], name,
+                                     *np.round(np.asarray(values, float), 5)])
         return gr.update(value=path, visible=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import gradio as gr
 
 from ..config import MAX_SEED
+from ..hub import on_space
 from ..labels import label_with_id
 from . import explore
 from . import generate as g
@@ -43,9 +44,20 @@ CSS = """
 #tiny-banner { padding: 0.3em 0.8em; border-left: 4px solid #e0a800; background: #fff8e1; }
 #plotly-preload { position: absolute !important; left: -10px; width: 1px !important; height: 1px; overflow: hidden;
                   opacity: 0; pointer-events: none; }
+/* galleries: as many columns as asked at any width (Gradio's are at least 100 px each, so on a phone the last ones
+   were cut off), rows as tall as their squares, captions wrapped instead of cut with "…" */
+#steer-images .grid-container, #compare-images .grid-container, #compare-strip .grid-container, #lens-images .grid-container {
+  grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
+  grid-template-rows: none !important; grid-auto-rows: auto !important; padding-top: 30px !important; }
+#steer-images .grid-wrap, #compare-images .grid-wrap, #compare-strip .grid-wrap, #lens-images .grid-wrap {
+  min-height: 0 !important; max-height: none !important; overflow-y: visible !important; }  /* no empty box below */
+#steer-images .caption-label, #compare-images .caption-label, #compare-strip .caption-label, #lens-images .caption-label {
+  white-space: normal; max-width: calc(100% - 8px); }
+#report-intro th { word-break: normal; overflow-wrap: normal; hyphens: none; }  /* never "(chanc e 0.5)" */
 @media (max-width: 640px) {  /* phones: plotly's toolbar would cover the figures' titles; the image a little shorter */
   .modebar-container { display: none !important; }
   #image { height: 260px !important; }
+  #lens-images .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
 }
 """
 
@@ -111,13 +123,13 @@ class PageHandlers:
         banner = gr.update(value=_banner_text(), visible=bool(tiny))
         details = gr.update(visible=bool(tiny))
         if self.phase == "failed":
-            status, run = f"**The model could not be loaded.** {st.md(self.error)}", gr.update(value="Model not loaded", interactive=False)
+            status, run = f"**The model could not be loaded.** {self.failure_text()}", gr.update(value="Model not loaded", interactive=False)
         elif self.phase != "ready":
             status, run = "⏳ **Loading the model…** Run turns on when it is ready.", gr.update(value="Loading model…", interactive=False)
         else:
             status, run = "", gr.update(value="Run", interactive=True)
         if self.build_error:
-            status += f" The automatic build failed: {st.md(self.build_error)}"
+            status += " The automatic build failed: " + ("the server log says why." if on_space() else st.md(self.build_error))
         elif self.ready and self.bundle is None and not self.building:
             status += " " + self.bundle_note
         choices = [(label_with_id(n), n) for n in self.unet_names]
@@ -133,6 +145,13 @@ class PageHandlers:
                 page.hint: hint, page.map_block: map_block, page.recorded: recorded, page.map_caption: maps_hint,
                 **dict(zip(page.report, self.render_report(), strict=True)),
                 page.build_box: progress, page.seen: self.version, page.timer: timer}
+
+    def failure_text(self) -> str:
+        """Why the model is not there, for this page's visitors: on a Space they cannot act on a developer's command
+        (the log keeps it for the Space's host); elsewhere the one sentence that says what to do."""
+        if on_space():
+            return "This Space cannot draw images right now; please come back later."
+        return st.md(self.error)
 
     def _progress_html(self):
         what, fraction = self.build_progress()
@@ -171,62 +190,65 @@ def build_page(app) -> gr.Blocks:
         # come ~1.5 s after a click; this invisible tiny figure fetches it while the visitor is still reading the page
         gr.Plot(_blank_figure(), show_label=False, container=False, elem_id="plotly-preload")
         history, seen = gr.State([]), gr.State(-1)
-        with gr.Tab("Generate", elem_id="generate-tab"):
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=2, min_width=320):
-                    prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], max_lines=3, elem_id="prompt")
-                    # recorded runs (filled by the poll once loaded): a click replays one, no Run press needed
-                    recorded = gr.Dataset(components=["textbox"], samples=[[""]], type="index", visible=False,
-                                          elem_id="recorded", label="Recorded examples")
-                    gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Try")
-                    with gr.Accordion("Settings: seed, steps, guidance", open=False, elem_id="settings"):
-                        seed = gr.Number(label="Seed (same seed, same image)", value=0, minimum=0, maximum=MAX_SEED)
-                        steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
-                        guidance = gr.Slider(0, g.APP_MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale (how strictly to follow the prompt)")
-                    # Run last in the column: on a phone the image and the bars follow right under it
-                    with gr.Row(equal_height=True):
-                        run = gr.Button("Loading model…", variant="primary", elem_id="run", interactive=False, scale=4)
-                        stop = gr.Button("Stop", variant="secondary", size="sm", elem_id="stop", scale=1, min_width=60)
-                    eta = gr.Markdown(elem_id="estimate")
-                with gr.Column(scale=3, min_width=320):
-                    image = gr.Image(label="The image, step by step", type="pil",
-                                     elem_id="image", height=320)
-                    counter = gr.Markdown(elem_id="counter")
-                    scrub = gr.Slider(0, max(g.DEFAULT_STEPS - 1, 1), value=0, step=1, interactive=False, elem_id="scrub",
-                                      label="Scrub through the steps after a run (step 0 = pure noise)")
-            takeaway = gr.Markdown(elem_id="takeaway")
-            hint = gr.Markdown(app.placeholder(), elem_id="bars-hint")
-            bars = gr.Plot(show_label=False, elem_id="bars", visible=False)
-            with gr.Row():
-                block = gr.Dropdown([], label="UNet block to read", interactive=False, elem_id="block", min_width=260)
-                view = gr.Radio(["domain means", "all attributes"], value="domain means", label="Bars show", min_width=260)
-            closeness = gr.Plot(show_label=False, elem_id="closeness", visible=False)
-            with gr.Accordion("How to read this", open=False):
-                gr.Markdown(HOW_TO_READ_GENERATE)
-            with gr.Row():
-                csv_btn = gr.Button("Download the numbers of every step (CSV)", size="sm", variant="secondary")
-                csv_file = gr.File(label="CSV", visible=False)
-        with gr.Tab("Maps", elem_id="maps-tab") as maps_tab:
-            with gr.Accordion("How to read this", open=False):
-                gr.Markdown(m.HOW_TO_READ)
-            map_block = gr.Dropdown([], label="UNet block", elem_id="map-block")
-            map_caption = gr.Markdown("*The maps appear when the probe bundle is ready.*", elem_id="map-caption")
-            with gr.Row():
-                clip_map = gr.Plot(show_label=False, elem_id="clip-map", visible=False)
-                unet_map = gr.Plot(show_label=False, elem_id="unet-map", visible=False)
-            sep_plot = gr.Plot(show_label=False, elem_id="separation", visible=False)
-        with gr.Tab("Report", elem_id="report-tab"):
-            report_intro = gr.Markdown("*The report appears here once the model and its probe bundle are loaded.*")
-            with gr.Accordion("How to read this", open=False):
-                gr.Markdown(r.HOW_TO_READ)
-            with gr.Row():
-                report_btn = gr.Button("Download the full report (one web page)", size="sm", variant="secondary")
-                report_download = gr.File(label="Report", visible=False)
-            report_parts = []
-            for i in range(r.REPORT_SLOTS):
-                report_parts += [gr.Markdown(visible=False, elem_id=f"report-caption-{i}"),
-                                 gr.Plot(show_label=False, visible=False, elem_id=f"report-fig-{i}")]
-        explore.add_tabs(app, dict(concurrency_id="gpu", concurrency_limit=1), none)  # Steer, Compare, CLIP layers
+        # six tabs do not fit a phone's width: they wrap onto a second row, never into an unlabelled "⋯" menu
+        with gr.Tabs(overflow_behavior="wrap", elem_id="tabs"):
+            with gr.Tab("Generate", elem_id="generate-tab"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=320):
+                        prompt = g.prompt_box(label="Prompt", value=EXAMPLES[0], max_lines=3, elem_id="prompt")
+                        # recorded runs (filled by the poll once loaded): a click replays one, no Run press needed
+                        recorded = gr.Dataset(components=["textbox"], samples=[[""]], type="index", visible=False,
+                                              elem_id="recorded", label="Recorded examples")
+                        try_examples = gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="Try")
+                        with gr.Accordion("Settings: seed, steps, guidance", open=False, elem_id="settings"):
+                            seed = gr.Number(label="Seed (same seed, same image)", value=0, minimum=0, maximum=MAX_SEED)
+                            steps = gr.Slider(1, g.APP_MAX_STEPS, value=g.DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
+                            guidance = gr.Slider(0, g.APP_MAX_GUIDANCE, value=7.5, step=0.5, label="Guidance scale (how strictly to follow the prompt)")
+                        # Run last in the column: on a phone the image and the bars follow right under it
+                        with gr.Row(equal_height=True):
+                            run = gr.Button("Loading model…", variant="primary", elem_id="run", interactive=False, scale=4)
+                            stop = gr.Button("Stop", variant="secondary", size="sm", elem_id="stop", scale=1, min_width=60)
+                        eta = gr.Markdown(elem_id="estimate")
+                    with gr.Column(scale=3, min_width=320):
+                        image = gr.Image(label="The image, step by step", type="pil",
+                                         elem_id="image", height=320)
+                        counter = gr.Markdown(elem_id="counter")
+                        scrub = gr.Slider(0, max(g.DEFAULT_STEPS - 1, 1), value=0, step=1, interactive=False, elem_id="scrub",
+                                          label="Scrub through the steps after a run (step 0 = pure noise)")
+                takeaway = gr.Markdown(elem_id="takeaway")
+                hint = gr.Markdown(app.placeholder(), elem_id="bars-hint")
+                bars = gr.Plot(show_label=False, elem_id="bars", visible=False)
+                with gr.Row():
+                    block = gr.Dropdown([], label="UNet block to read", interactive=False, elem_id="block", min_width=260)
+                    view = gr.Radio(["domain means", "all attributes"], value="domain means", label="Bars show", min_width=260)
+                closeness = gr.Plot(show_label=False, elem_id="closeness", visible=False)
+                with gr.Accordion("How to read this", open=False):
+                    gr.Markdown(HOW_TO_READ_GENERATE)
+                with gr.Row():
+                    csv_btn = gr.Button("Download the numbers of every step (CSV)", size="sm", variant="secondary")
+                    csv_file = gr.File(label="CSV", visible=False)
+            with gr.Tab("Maps", elem_id="maps-tab") as maps_tab:
+                with gr.Accordion("How to read this", open=False):
+                    gr.Markdown(m.HOW_TO_READ)
+                map_block = gr.Dropdown([], label="UNet block", elem_id="map-block")
+                map_caption = gr.Markdown("*The maps appear when the probe bundle is ready.*", elem_id="map-caption")
+                with gr.Row():
+                    clip_map = gr.Plot(show_label=False, elem_id="clip-map", visible=False)
+                    unet_map = gr.Plot(show_label=False, elem_id="unet-map", visible=False)
+                sep_plot = gr.Plot(show_label=False, elem_id="separation", visible=False)
+            with gr.Tab("Report", elem_id="report-tab"):
+                report_intro = gr.Markdown("*The report appears here once the model and its probe bundle are loaded.*",
+                                           elem_id="report-intro")
+                with gr.Accordion("How to read this", open=False):
+                    gr.Markdown(r.HOW_TO_READ)
+                with gr.Row():
+                    report_btn = gr.Button("Download the full report (one web page)", size="sm", variant="secondary")
+                    report_download = gr.File(label="Report", visible=False)
+                report_parts = []
+                for i in range(r.REPORT_SLOTS):
+                    report_parts += [gr.Markdown(visible=False, elem_id=f"report-caption-{i}"),
+                                     gr.Plot(show_label=False, visible=False, elem_id=f"report-fig-{i}")]
+            explore.add_tabs(app, dict(concurrency_id="gpu", concurrency_limit=1), none)  # Steer, Compare, CLIP layers
 
         timer = gr.Timer(0.5)
         app.page = Page(banner, details, status, run, block, hint, map_block, recorded, map_caption,
@@ -251,6 +273,8 @@ def build_page(app) -> gr.Blocks:
         for event in (run_event, submit_event):
             event.then(app.estimate, steps, eta, queue=False, api_visibility="private")
 
+        # a Try example only fills the prompt: the last run's results go with the old prompt
+        try_examples.load_input_event.then(app.clear_run, None, outputs[:8], show_progress="hidden", **none)
         view_out = [image, counter, takeaway, bars, closeness, hint]
         for trigger in (scrub.release, block.change, view.change):
             trigger(app.render_step, [history, scrub, block, view], view_out, show_progress="hidden", **none)

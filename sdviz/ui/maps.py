@@ -11,7 +11,7 @@ from ..labels import label, label_with_id, step_text
 from .state import md
 
 HOW_TO_READ = (
-    "Each dot is one word of the dataset (dog, hammer, volcano…), coloured by its category. Words the model treats as "
+    "Each dot is one word of the dataset (dog, axe, volcano…), coloured by its category. Words the model treats as "
     "similar sit close together. The CLIP map is CLIP's reading of the words, the same at every step. The UNet map is "
     "one UNet block over the denoising steps: press Play (or drag its slider) and watch whether the categories stay apart "
     "or blur. The star is your last prompt."
@@ -53,6 +53,7 @@ class MapsHandlers:
         animation frame, separation curve, caption/placeholder)."""
         from ..plots import embedding_map, embedding_map_animation, separation_curve
         from ..report import HEADINGS
+        from ..results import default_highlight
 
         bundle = self.bundle
         names = self.map_names()
@@ -82,8 +83,10 @@ class MapsHandlers:
         unet_fig = embedding_map_animation(coords, words, cats, supers, f"{label(block)}, step by step",
                                            _here_per_step(bundle, block, n_steps, history), prompt,
                                            lambda k: step_text(k, n_steps), height=MAP_HEIGHT)
+        # the curve colours the block the visitor chose (not the report's best one), beside CLIP and the word-form floor
+        highlight = [n for n in default_highlight(bundle.report) if not n.startswith("unet.")] + [block]
         try:
-            sep = separation_curve(bundle.report, title=HEADINGS["separation"])
+            sep = separation_curve(bundle.report, title=HEADINGS["separation"], highlight=highlight)
         except (KeyError, IndexError, StopIteration):
             sep = None
         # no "left"/"right": the two maps sit side by side on a wide screen and one above the other on a phone

@@ -56,7 +56,7 @@ class ReplayHandlers:
         same loop as a live run (no Run press, no model, no GPU)."""
         self.wait_ready()
         run = self._recorded(index)
-        ctx = RunContext.for_prompt(self, run.prompt)
+        ctx = RunContext.for_prompt(self, run.prompt, run.seed)
         skip = gr.skip()
         for i, out in enumerate(self.stream_ui(_paced(run.records(), REPLAY_STEP_S), ctx, block, view, live=False)):
             *page, status = out
@@ -68,12 +68,16 @@ class ReplayHandlers:
         """The scripted replay (api_name="replay"): the recorded run of this prompt and seed, streamed exactly like
         /generate (same outputs, same decoded JSON)."""
         from ..record import find_run
+        from ..run import check_run_args
 
+        if seed is not None:  # the one rule for a seed (a NaN passes Gradio's range check: NaN compares false)
+            args = check_run_args(prompt, seed, 1, 0.0)
+            prompt, seed = args.prompt, args.seed
         self.wait_ready()
-        run = find_run(self.recordings, str(prompt or ""), int(seed) if seed is not None else None)
+        run = find_run(self.recordings, str(prompt or ""), seed)
         if run is None:
             raise SdvizError(f"No recorded run for this prompt and seed; the recorded ones are: "
                              f"{'; '.join(r.prompt for r in self.recordings) or 'none'}.")
-        ctx = RunContext.for_prompt(self, run.prompt)
+        ctx = RunContext.for_prompt(self, run.prompt, run.seed)
         for image, counter, decoded, status in self.stream_api(run.records(), ctx):
             yield image, counter, decoded, _recorded_status(run, status)

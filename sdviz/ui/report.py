@@ -64,14 +64,16 @@ class ReportHandlers:
         return out
 
     def report_file(self):
-        """A copy of the bundle's self-contained report.html for the visitor to download (written on request)."""
+        """The bundle's self-contained report.html for the visitor to download: one file in the app's download folder,
+        replaced whole (atomic rename) on every click, so any number of clicks leaves one file, removed at close."""
         import shutil
-        import tempfile
         from pathlib import Path
+
+        from ..io import atomic_write
 
         source = Path(self.bundle.path) / "report.html" if self.bundle else None
         if source is None or not source.exists():
             raise gr.Error("This probe bundle has no report.html; `python -m sdviz report` writes one.")
-        target = Path(tempfile.mkdtemp(prefix="sdviz-report-")) / "sdviz-report.html"
-        shutil.copyfile(source, target)
+        target = self.download_folder() / "sdviz-report.html"
+        atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
         return gr.update(value=str(target), visible=True)

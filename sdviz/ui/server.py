@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+from contextlib import asynccontextmanager
 
 from ..errors import SdvizError
 
@@ -38,6 +39,18 @@ def launch(demo, *, share: bool = False, prevent_thread_lock: bool = False, **kw
     kwargs.setdefault("server_name", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     kwargs.setdefault("server_port", int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     kwargs.setdefault("css", CSS)
+    app = demo.sdviz
+
+    @asynccontextmanager
+    async def remove_downloads(_):  # the server's lifespan: its download folder goes when it closes
+        try:
+            yield
+        finally:
+            app.remove_downloads()
+
+    kwargs.setdefault("app_kwargs", {}).setdefault("lifespan", remove_downloads)
+    # show_error=True: Gradio's own checks of an input (a seed "abc") say which value is wrong. A full temp folder, the
+    # one failure inside Gradio that would show its internals and paths, is refused first (generate.check_disk)
     result = demo.queue(default_concurrency_limit=1, max_size=64).launch(share=share, show_error=True,
                                                                          prevent_thread_lock=True, **kwargs)
     demo.sdviz.start()

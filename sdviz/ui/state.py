@@ -10,7 +10,10 @@ import html
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +49,22 @@ def _default_bundle(slug: str) -> Path:
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 
+def plain(text) -> str:
+    """Escape a string for a toast (gr.Error, gr.Warning, gr.Info) or any HTML: Gradio renders a toast's message as
+    HTML, so a prompt, a typed attribute or a bundle's field would otherwise become a live link or a fetched image."""
+    return html.escape(str(text), quote=False)
+
+
 def md(text) -> str:
     """Escape a string from a bundle or a prompt for Markdown: no HTML, no formatting, no links."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))  # quotes are plain text in Markdown
+    return _MD_SPECIAL.sub(r"\\\1", plain(text))  # quotes are plain text in Markdown
+
+
+def without_paths(message: str, path) -> str:
+    """An error message about `path` as visitors may see it: the path (as given or resolved) as `shown_path` says."""
+    for form in sorted({str(path), str(Path(path).resolve())}, key=len, reverse=True):
+        message = message.replace(form, shown_path(path))
+    return message
 
 
 def shown_path(path) -> str:
@@ -58,6 +74,15 @@ def shown_path(path) -> str:
         return str(path.relative_to(ROOT))
     except ValueError:
         return path.name
+
+
+def _damaged_note(message: str, path) -> str:
+    """load_bundle's sentence about a damaged bundle, for visitors: what is wrong, no server paths, no advice meant for
+    whoever runs the app (the log has the whole message)."""
+    what = without_paths(message, path).split("; rebuild")[0].rstrip(". ")
+    if "damaged" not in what:
+        what = f"The probe bundle is damaged: {what}"
+    return f"{md(what)}, so the app runs without bars."
 
 
 @dataclass(eq=False, repr=False)  # one object, compared and hashed by identity (Gradio and ZeroGPU hash its methods)
@@ -84,11 +109,29 @@ class AppState:
     version: int = 0  # bumped on every change the page should show
     step_seconds: float | None = None  # measured per-step time of live runs, for the estimate
     recordings: list = field(default_factory=list)  # record.RecordedRun of the running model: the page's examples
-    csv_dir: Path | None = None  # where the CSVs visitors ask for are written (made on the first request)
+    downloads: Path | None = None  # the one folder of files visitors download (report, CSVs): made on the first
+    # request, removed when the server closes (server.launch) or the process ends; never one folder per click
     page: object = None  # layout.Page: the components the start-up poll updates (set by layout.build_page)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+
+    # -- downloads ---------------------------------------------------------------------------------
+    def download_folder(self) -> Path:
+        """This app's one download folder (made on first use). Gradio copies what a handler returns into its own
+        cache, keyed by content and removed by `delete_cache` and at shutdown; this folder is removed with the app."""
+        with self._lock:
+            if self.downloads is None or not self.downloads.is_dir():
+                self.downloads = Path(tempfile.mkdtemp(prefix="sdviz-downloads-"))
+                weakref.finalize(self, shutil.rmtree, self.downloads, True)  # also at interpreter exit
+            return self.downloads
+
+    def remove_downloads(self) -> None:
+        """Remove the download folder and everything in it (the server is closing)."""
+        with self._lock:
+            folder, self.downloads = self.downloads, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -- start-up ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -194,27 +237,45 @@ class AppState:
             return
         try:
             bundle = load_bundle(path)  # checked: raises SdvizError (or anything else, for a damaged one)
+        except SdvizError as err:
+            log.warning("bundle not used: %s", err)
+            self.bundle_note = _damaged_note(str(err), path)
+            return
+        except Exception:  # noqa: BLE001 - a damaged bundle must never stop the app
+            log.exception("bundle not used")
+            self.bundle_note = ("The probe bundle is damaged in a way sdviz does not check (the server log says where), "
+                                "so the app runs without bars.")
+            return
+        try:
             check_bundle_matches(bundle, self.pipe)
+        except SdvizError as err:
+            log.warning("bundle not used: %s", err)
+            self.bundle_note = self._other_model_note(bundle)
+            return
+        try:
             refs = reference_names(bundle.report)
             best = best_per_step(bundle.report)
             unet = sorted([n for n in bundle.meta["per_step"] if n.startswith("unet.")], key=lambda n: (n != best, n))
             figures = page_figures(bundle.report)  # once per bundle, served to every visitor
             bundle.attributes, bundle.meta["dataset"]["groups"]  # noqa: B018 - fields the bars need
-        except SdvizError as err:
-            log.warning("bundle not used: %s", err)
-            self.bundle_note = "The probe bundle does not fit this model or is damaged, so the app runs without bars."
-            return
         except Exception:  # noqa: BLE001 - a damaged bundle must never stop the app
             log.exception("bundle not used")
-            self.bundle_note = "The probe bundle is damaged, so the app runs without bars."
+            self.bundle_note = ("The probe bundle's report.json is damaged in a way sdviz does not check (the server log "
+                                "says where), so the app runs without bars.")
             return
         self.bundle, self.clip_name, self.unet_names, self.report_figures = bundle, (refs[0] if refs else None), unet, figures
         self.bundle_note = ""
 
+    def _other_model_note(self, bundle) -> str:
+        built_for, running = bundle.meta.get("model"), self.pipe.sdviz.model_id
+        if built_for == running:  # same name, other sizes: a bundle of another version of the model
+            return (f"The probe bundle was built for a model named {md(running)} whose layers have other sizes than "
+                    "the running one, so the app runs without bars.")
+        return f"The probe bundle was built for another model ({md(built_for)}, not {md(running)}), so the app runs without bars."
+
     def _missing_note(self, path) -> str:
         if on_space():
-            return ("This Space has no probe bundle yet: its host builds one on a GPU, pushes it to the Hub and sets "
-                    "SDVIZ_BUNDLE (docs/spaces.md).")
+            return "This Space has no probes for its model yet, so images form without bars, maps or report."
         if self.ratings is None:
             return ("No probe bundle for this model yet. Get the ratings with `python -m sdviz data fetch binder` and "
                     "restart the app: it then builds the probes by itself.")
