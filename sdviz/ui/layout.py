@@ -22,6 +22,8 @@ from . import report as r
 from . import state as st
 from .replay import recorded_label
 
+GENERATE_AT_ONCE = 16  # Run / generate requests handled at once (waiting in line or replaying); more wait in Gradio's queue
+REPLAYS_AT_ONCE = 16  # replays at once: CPU only, their page updates made once per run (ui/replay.py)
 EXAMPLES = ["a photo of a dog", "a photo of an accordion", "a photo of a volcano", "a photo of a funeral"]
 TINY_SENTENCE = "Demo model with random weights: the bars show the machinery, not real semantics."
 TINY_DETAILS = (
@@ -236,13 +238,16 @@ def build_page(app) -> gr.Blocks:
 
         inputs = [prompt, seed, steps, guidance, block, view]
         outputs = [image, counter, takeaway, bars, closeness, hint, history, scrub, status]
-        gpu = dict(concurrency_id="gpu", concurrency_limit=1, api_visibility="private", validator=g.validate)
+        # a live run waits for the model in the app's own line (ui/line.py), where it can say its place; an identical
+        # request replays at once from the live-run cache: so these events start at once, up to GENERATE_AT_ONCE
+        live = dict(concurrency_id="generate", concurrency_limit=GENERATE_AT_ONCE)
+        gpu = dict(**live, api_visibility="private", validator=g.validate)
         run_event = run.click(app.generate, inputs, outputs, api_name="generate_ui", **gpu)
         submit_event = prompt.submit(app.generate, inputs, outputs, api_name="generate_submit", **gpu)
         stop.click(None, None, None, cancels=[run_event, submit_event])
         api_btn = gr.Button(visible=False)
         api_btn.click(app.generate_api, [prompt, seed, steps, guidance], [image, counter, gr.JSON(visible=False), status],
-                      api_name="generate", concurrency_id="gpu", concurrency_limit=1)
+                      api_name="generate", **live)
         # No validator= on the API event: Gradio 6.31 answers a preprocessing error inside a validator with a bare
         # HTTP 400 (the message is lost); here Gradio's own range checks and check_inputs name the bad value.
         status_btn = gr.Button(visible=False)
@@ -264,11 +269,11 @@ def build_page(app) -> gr.Blocks:
 
         # a recorded example replays on the CPU beside generation, a few at once, never in the GPU queue
         replay_event = recorded.click(app.replay, [recorded, block, view], outputs + [prompt, seed, steps],
-                                      api_name="replay_example", concurrency_id="replay", concurrency_limit=4,
+                                      api_name="replay_example", concurrency_id="replay", concurrency_limit=REPLAYS_AT_ONCE,
                                       api_visibility="private")  # named: else it takes "replay" from the API event
         stop.click(None, None, None, cancels=[replay_event])
         api_replay = gr.Button(visible=False)
         api_replay.click(app.replay_api, [prompt, seed], [image, counter, gr.JSON(visible=False), status],
-                         api_name="replay", concurrency_id="replay", concurrency_limit=4)
+                         api_name="replay", concurrency_id="replay", concurrency_limit=REPLAYS_AT_ONCE)
         block.change(lambda b: gr.update(value=b) if b in app.map_names() else gr.skip(), block, map_block, **none)
     return demo

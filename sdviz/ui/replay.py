@@ -11,21 +11,30 @@ from collections.abc import Iterable, Iterator
 import gradio as gr
 
 from ..errors import SdvizError
-from .generate import RunContext, errors_as_gr
+from .generate import REFRESH_S, RunContext, errors_as_gr
 from .state import md
 
 REPLAY_STEP_S = 0.08  # a replay is paced a little so the image visibly forms; the API replays at full speed
+REPLAY_PAGES_KEPT = 16  # replays' page updates kept in memory (per run, block and view), least recently used dropped
 
 
 def recorded_label(run) -> str:
     return f"recorded with {run.model} — replays instantly"
 
 
+def _recorded_note(run) -> str:
+    return f"▶️ **recorded run** ({md(recorded_label(run))}; seed {run.seed}, {run.steps} steps)."
+
+
 def _recorded_status(run, status):
     if isinstance(status, dict):  # gr.skip()
         return status
-    note = f"▶️ **recorded run** ({md(recorded_label(run))}; seed {run.seed}, {run.steps} steps)."
-    return f"{note} {status}".strip()
+    return f"{_recorded_note(run)} {status}".strip()
+
+
+def _fresh(update):
+    """A copy of a kept page update: Gradio writes into the update dicts it is given."""
+    return dict(update) if isinstance(update, dict) else update
 
 
 def _paced(records: Iterable, seconds: float) -> Iterator:
@@ -50,6 +59,32 @@ class ReplayHandlers:
         except (TypeError, ValueError, IndexError):
             raise SdvizError("That recorded run is no longer available; reload the page.") from None
 
+    def replay_pages(self, run, ctx: RunContext, block, view, note: str) -> list[tuple]:
+        """The page updates of a replay of `run` on this block and view, the same for every visitor: made once
+        (figures every few steps, as a paced replay would refresh them, and serialised once) and kept
+        (REPLAY_PAGES_KEPT), so a class replaying one run at once costs about one replay."""
+        from .figures import sent
+
+        every = max(1, round(REFRESH_S / REPLAY_STEP_S))
+
+        def make():
+            pages = []
+            for out in self.stream_ui(run.records(), ctx, block, view, live=False, refresh_every=every):
+                *page, status = out
+                page = [{**u, "value": sent(u["value"])} if isinstance(u, dict) and hasattr(u.get("value"), "to_json")
+                        else u for u in page]
+                pages.append((*page, status if isinstance(status, dict) else f"{note} {status}".strip()))
+            return pages
+
+        return self.once(("replay", str(run.path), block, view), make, keep=REPLAY_PAGES_KEPT)
+
+    def replay_page(self, run, ctx: RunContext, block, view, note: str) -> Iterator[tuple]:
+        """A replay on the page, paced (REPLAY_STEP_S a step) so the image visibly forms."""
+        for i, out in enumerate(self.replay_pages(run, ctx, block, view, note)):
+            if i:
+                time.sleep(REPLAY_STEP_S)
+            yield tuple(_fresh(u) for u in out)
+
     @errors_as_gr
     def replay(self, index, block, view):
         """A click on a recorded example: fill prompt, seed and steps, and stream the run from disk through the
@@ -58,10 +93,9 @@ class ReplayHandlers:
         run = self._recorded(index)
         ctx = RunContext.for_prompt(self, run.prompt)
         skip = gr.skip()
-        for i, out in enumerate(self.stream_ui(_paced(run.records(), REPLAY_STEP_S), ctx, block, view, live=False)):
-            *page, status = out
+        for i, out in enumerate(self.replay_page(run, ctx, block, view, _recorded_note(run))):
             filled = (run.prompt, run.seed, run.steps) if i == 0 else (skip, skip, skip)
-            yield (*page, _recorded_status(run, status), *filled)
+            yield (*out, *filled)
 
     @errors_as_gr
     def replay_api(self, prompt, seed):

@@ -38,6 +38,7 @@ def launch(demo, *, share: bool = False, prevent_thread_lock: bool = False, **kw
     kwargs.setdefault("server_name", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     kwargs.setdefault("server_port", int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     kwargs.setdefault("css", CSS)
+    kwargs.setdefault("max_threads", 64)  # Gradio's worker threads: replays and runs waiting in line hold one each
     result = demo.queue(default_concurrency_limit=1, max_size=64).launch(share=share, show_error=True,
                                                                          prevent_thread_lock=True, **kwargs)
     demo.sdviz.start()
