@@ -427,7 +427,12 @@ def bench_classroom(args) -> None:
                 raise RuntimeError(f"one client alone failed: {errors[0]}")
             for kind, values in times.items():
                 alone.setdefault(kind, []).extend(values)
+        import psutil
+
+        served_by, me = psutil.Process(server.pid), psutil.Process()
+        cpu0, own0, wall0 = sum(served_by.cpu_times()[:2]), sum(me.cpu_times()[:2]), time.perf_counter()
         together, errors = _run_clients(url, config, args.clients, args.timeout)
+        cpu = (sum(served_by.cpu_times()[:2]) - cpu0, sum(me.cpu_times()[:2]) - own0, time.perf_counter() - wall0)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -448,6 +453,9 @@ def bench_classroom(args) -> None:
     for err in errors[:5]:
         print(f"failed: {err}")
     print(f"worst last/alone: {worst:.1f}x (goal <= 3x); seconds; {len(errors)} failed request(s)")
+    print(f"the {args.clients} at once: {cpu[2]:.1f} s wall; CPU used by the server {cpu[0]:.1f} s "
+          f"({cpu[0] / args.clients:.2f} s a client), by the clients {cpu[1]:.1f} s; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes share them)")
 
 
 def bench_build(args) -> None:

@@ -8,8 +8,6 @@ a few at once, never in the GPU queue (concurrency id "replay"). The handlers ar
 import time
 from collections.abc import Iterable, Iterator
 
-import gradio as gr
-
 from ..errors import SdvizError
 from .generate import REFRESH_S, RunContext, errors_as_gr
 from .state import md
@@ -35,6 +33,37 @@ def _recorded_status(run, status):
 def _fresh(update):
     """A copy of a kept page update: Gradio writes into the update dicts it is given."""
     return dict(update) if isinstance(update, dict) else update
+
+
+def _plain(pages: list[tuple]) -> list[tuple]:
+    """The same frames with as few `gr.update`s as possible. Gradio builds a new component for every update it is
+    sent (gr.skip() included), on its event loop: 20 frames × 9 outputs of that per visitor stalled every other
+    request. After the first frame, an output whose visibility does not change gets its plain value (the one it
+    shows, for a gr.skip()); Gradio then sends only what differs from the frame before."""
+    shown: dict[int, object] = {}
+    visible: dict[int, bool] = {}
+    out = []
+    for i, page in enumerate(pages):
+        frame = []
+        for j, u in enumerate(page):
+            if not isinstance(u, dict) or u.get("__type__") != "update":
+                frame.append(u)
+                shown[j] = u
+                continue
+            props = set(u) - {"__type__"}
+            same = u.get("visible", visible.get(j)) == visible.get(j)
+            if i and not props and j in shown:
+                frame.append(shown[j])  # a skip: what it shows already
+            elif i and props <= {"value", "visible"} and "value" in u and same and j in visible:
+                frame.append(u["value"])
+            else:
+                frame.append(u)
+            if "visible" in u:
+                visible[j] = u["visible"]
+            if "value" in u:
+                shown[j] = u["value"]
+        out.append(tuple(frame))
+    return out
 
 
 def _paced(records: Iterable, seconds: float) -> Iterator:
@@ -74,7 +103,7 @@ class ReplayHandlers:
                 page = [{**u, "value": sent(u["value"])} if isinstance(u, dict) and hasattr(u.get("value"), "to_json")
                         else u for u in page]
                 pages.append((*page, status if isinstance(status, dict) else f"{note} {status}".strip()))
-            return pages
+            return _plain(pages)
 
         return self.once(("replay", str(run.path), block, view), make, keep=REPLAY_PAGES_KEPT)
 
@@ -92,10 +121,8 @@ class ReplayHandlers:
         self.wait_ready()
         run = self._recorded(index)
         ctx = RunContext.for_prompt(self, run.prompt)
-        skip = gr.skip()
-        for i, out in enumerate(self.replay_page(run, ctx, block, view, _recorded_note(run))):
-            filled = (run.prompt, run.seed, run.steps) if i == 0 else (skip, skip, skip)
-            yield (*out, *filled)
+        for out in self.replay_page(run, ctx, block, view, _recorded_note(run)):
+            yield (*out, run.prompt, run.seed, run.steps)  # plain values: unchanged, Gradio sends them once
 
     @errors_as_gr
     def replay_api(self, prompt, seed):
