@@ -1,8 +1,9 @@
 """The page: Generate, Maps, Report, Steer, Compare and CLIP-layers tabs, and which event runs where.
 
-Only generation is serialised (one queue slot, concurrency_id "gpu"); every event that only reads
-the bundle or a finished run (scrubbing, maps, report, the start-up poll) runs with
-concurrency_limit=None, so a class opening the page at once never waits behind a run or each other.
+Only the model is serialised: a live run waits in the app's line (ui/line.py, which tells the visitor their place),
+Steer/Compare/CLIP layers also in one Gradio queue slot (concurrency_id "gpu"); an identical request replays at once
+(ui/runcache.py). Every event that only reads the bundle or a finished run (scrubbing, maps, report, the start-up
+poll) runs with concurrency_limit=None, so a class opening the page at once never waits behind a run or each other.
 Nothing here imports torch: the page is served first, the model loads behind it (`state.AppState.start`).
 `build_page(app)` lays out the page of one `ui.app.App` and wires its methods to the events; `PageHandlers`
 are the page-wide ones (the start-up poll, /status, the time estimate).
