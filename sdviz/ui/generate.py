@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import SdvizError
 from ..hub import on_space
 from ..labels import label, label_with_id, step_text
-from .line import waiting_text
+from .line import waiting_counter, waiting_text
 from .state import md
 
 log = logging.getLogger(__name__)
@@ -328,7 +328,7 @@ class GenerateHandlers:
         skip = gr.skip()
         yield from self._live_or_replayed(
             prompt, seed, steps, guidance, show=lambda records: self.stream_ui(records, ctx, block, view),
-            waiting=lambda w: (*(skip,) * 8, waiting_text(w, self.step_seconds)),
+            waiting=lambda w: (skip, waiting_counter(w, self.step_seconds), *(skip,) * 6, waiting_text(w, self.step_seconds)),
             replayed=lambda run: self.replay_page(run, ctx, block, view, REPLAYED))
 
     def decoded_json(self, history: list) -> list:

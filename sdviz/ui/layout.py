@@ -161,6 +161,9 @@ class PageHandlers:
 def build_page(app) -> gr.Blocks:
     """The page of `app` (a ui.app.App): its components, and its methods wired to their events."""
     none = dict(concurrency_limit=None, api_visibility="private")
+    # read-only, quick and never streaming: off the queue entirely (one plain HTTP request, no queue bookkeeping,
+    # no server-sent events), which is what a class opening the page at once fetches
+    direct = dict(queue=False, api_visibility="private")
     with gr.Blocks(title="sdviz: where Stable Diffusion's semantics come from", delete_cache=(600, 1800)) as demo:
         gr.Markdown("# sdviz · where Stable Diffusion's human-like semantics come from\n"
                     "Type a prompt and watch the image form. The bars show what the model seems to know about the object "
@@ -234,8 +237,8 @@ def build_page(app) -> gr.Blocks:
         timer = gr.Timer(0.5)
         app.page = Page(banner, details, status, run, block, hint, map_block, recorded, map_caption,
                         [report_intro, *report_parts], build_box, seen, timer)
-        timer.tick(app.poll, seen, app.page.components(), show_progress="hidden", **none)
-        demo.load(app.poll, seen, app.page.components(), show_progress="hidden", **none)
+        timer.tick(app.poll, seen, app.page.components(), show_progress="hidden", **direct)
+        demo.load(app.poll, seen, app.page.components(), show_progress="hidden", **direct)
 
         inputs = [prompt, seed, steps, guidance, block, view]
         outputs = [image, counter, takeaway, bars, closeness, hint, history, scrub, status]
@@ -265,7 +268,7 @@ def build_page(app) -> gr.Blocks:
 
         map_inputs, map_out = [map_block, history], [clip_map, unet_map, sep_plot, map_caption]
         for trigger in (map_block.change, maps_tab.select):
-            trigger(app.render_maps, map_inputs, map_out, **none)
+            trigger(app.render_maps, map_inputs, map_out, **direct)
         unet_map.change(None, unet_map, None, js=m.ADD_FRAMES_JS, queue=False)  # Gradio's Plot drops plotly frames
 
         # a recorded example replays on the CPU beside generation, a few at once, never in the GPU queue

@@ -40,6 +40,12 @@ def waiting_text(wait: Waiting, step_seconds: float | None) -> str:
     return f"⏳ **Waiting for the model: you are number {wait.place} in line** ({people} ahead of yours).{when}"
 
 
+def waiting_counter(wait: Waiting, step_seconds: float | None) -> str:
+    """The same, short, under the image (where a visitor who just pressed Run looks, on a phone as on a desktop)."""
+    seconds = wait_seconds(wait.steps_ahead, step_seconds)
+    return f"⏳ **number {wait.place} in line** for the model" + (f" · about {seconds:.0f} s" if seconds is not None else "")
+
+
 class ModelLine:
     """First come, first served: `join` takes a ticket, `ahead` says who is before it, `wait` blocks until it
     moves, `leave` gives the turn to the next (always call it, in a finally)."""

@@ -35,14 +35,13 @@ def _fresh(update):
     return dict(update) if isinstance(update, dict) else update
 
 
-def _plain(pages: list[tuple]) -> list[tuple]:
+def _plain(pages: Iterable[tuple]) -> Iterator[tuple]:
     """The same frames with as few `gr.update`s as possible. Gradio builds a new component for every update it is
     sent (gr.skip() included), on its event loop: 20 frames × 9 outputs of that per visitor stalled every other
     request. After the first frame, an output whose visibility does not change gets its plain value (the one it
     shows, for a gr.skip()); Gradio then sends only what differs from the frame before."""
     shown: dict[int, object] = {}
     visible: dict[int, bool] = {}
-    out = []
     for i, page in enumerate(pages):
         frame = []
         for j, u in enumerate(page):
@@ -62,8 +61,7 @@ def _plain(pages: list[tuple]) -> list[tuple]:
                 visible[j] = u["visible"]
             if "value" in u:
                 shown[j] = u["value"]
-        out.append(tuple(frame))
-    return out
+        yield tuple(frame)
 
 
 def _paced(records: Iterable, seconds: float) -> Iterator:
@@ -88,31 +86,46 @@ class ReplayHandlers:
         except (TypeError, ValueError, IndexError):
             raise SdvizError("That recorded run is no longer available; reload the page.") from None
 
-    def replay_pages(self, run, ctx: RunContext, block, view, note: str) -> list[tuple]:
-        """The page updates of a replay of `run` on this block and view, the same for every visitor: made once
-        (figures every few steps, as a paced replay would refresh them, and serialised once) and kept
-        (REPLAY_PAGES_KEPT), so a class replaying one run at once costs about one replay."""
+    def _replay_frames(self, run, ctx: RunContext, block, view, note: str) -> Iterator[tuple]:
+        """The page updates of a replay of `run`: figures every few steps (as a paced replay refreshes them),
+        serialised, with as few updates as possible (`_plain`)."""
         from .figures import sent
 
         every = max(1, round(REFRESH_S / REPLAY_STEP_S))
 
-        def make():
-            pages = []
+        def frames():
             for out in self.stream_ui(run.records(), ctx, block, view, live=False, refresh_every=every):
                 *page, status = out
                 page = [{**u, "value": sent(u["value"])} if isinstance(u, dict) and hasattr(u.get("value"), "to_json")
                         else u for u in page]
-                pages.append((*page, status if isinstance(status, dict) else f"{note} {status}".strip()))
-            return _plain(pages)
+                yield (*page, status if isinstance(status, dict) else f"{note} {status}".strip())
 
-        return self.once(("replay", str(run.path), block, view), make, keep=REPLAY_PAGES_KEPT)
+        return _plain(frames())
 
     def replay_page(self, run, ctx: RunContext, block, view, note: str) -> Iterator[tuple]:
-        """A replay on the page, paced (REPLAY_STEP_S a step) so the image visibly forms."""
-        for i, out in enumerate(self.replay_pages(run, ctx, block, view, note)):
+        """A replay on the page, paced (REPLAY_STEP_S a step) so the image visibly forms. Its frames are the same
+        for every visitor: the first to ask makes them while streaming them, the others (at the same moment or
+        later) get the kept frames (the REPLAY_PAGES_KEPT most recently used runs × blocks × views), so a class
+        replaying one run at once costs about one replay."""
+        entry = self.shared_entry(("replay", str(run.path), block, view), keep=REPLAY_PAGES_KEPT)
+        if "value" not in entry and entry["lock"].acquire(blocking=False):  # the first: make and stream at once
+            try:
+                made = []
+                for i, frame in enumerate(self._replay_frames(run, ctx, block, view, note)):
+                    made.append(frame)
+                    if i:
+                        time.sleep(REPLAY_STEP_S)
+                    yield tuple(_fresh(u) for u in frame)
+                entry["value"] = made  # only a whole replay is kept
+            finally:
+                entry["lock"].release()
+            return
+        with entry["lock"]:  # another visitor is making them: wait for the whole replay
+            frames = entry.get("value")
+        for i, frame in enumerate(frames if frames is not None else self._replay_frames(run, ctx, block, view, note)):
             if i:
                 time.sleep(REPLAY_STEP_S)
-            yield tuple(_fresh(u) for u in out)
+            yield tuple(_fresh(u) for u in frame)
 
     @errors_as_gr
     def replay(self, index, block, view):

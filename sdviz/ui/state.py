@@ -109,10 +109,8 @@ class AppState:
     def _bump(self) -> None:
         self.version += 1
 
-    def once(self, key, make, keep: int | None = None):
-        """make() once per bundle and key, however many visitors ask at the same moment (the others wait for the
-        first, then share its result); `reload_bundle` forgets them all. For what every visitor is shown alike.
-        keep=n: only the n most recently used keys of this key's kind (key[0]) are kept."""
+    def shared_entry(self, key, keep: int | None = None) -> dict:
+        """The entry of `once` for this key: {"lock"} and, once made, "value"."""
         with self._shared_lock:
             full = (id(self.bundle), key)
             entry = self._shared.pop(full, None) or {"lock": threading.Lock()}
@@ -121,6 +119,13 @@ class AppState:
                 kind = [k for k in self._shared if isinstance(k[1], tuple) and k[1][:1] == key[:1]]
                 for old in kind[:-keep]:
                     del self._shared[old]
+        return entry
+
+    def once(self, key, make, keep: int | None = None):
+        """make() once per bundle and key, however many visitors ask at the same moment (the others wait for the
+        first, then share its result); `reload_bundle` forgets them all. For what every visitor is shown alike.
+        keep=n: only the n most recently used keys of this key's kind (key[0]) are kept."""
+        entry = self.shared_entry(key, keep)
         with entry["lock"]:
             if "value" not in entry:
                 entry["value"] = make()
