@@ -129,8 +129,19 @@ def _write_run(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundle
         records.append(record)
         if bar is not None:
             bar.update(1)
+    return _write_run(pipe, folder, records, prompt, seed=seed, steps=steps, guidance=guidance, bundle=bundle,
+                      bundle_info=bundle_info, previews_written=True)
+
+
+def _write_run(pipe, folder: Path, records: list, prompt: str, *, seed, steps, guidance, bundle, bundle_info,
+               previews_written: bool = False) -> dict:
+    """The files of one finished run from its streamed records; run.json last."""
     if len(records) != steps or records[-1].image is None:
         raise SdvizError(f"The run of '{prompt}' stopped after {len(records)} of {steps} steps; rerun the command to resume.")
+    if not previews_written:
+        (folder / "previews").mkdir(parents=True, exist_ok=True)
+        for record in records:
+            _write_png(folder / "previews" / f"{record.step:03d}.png", record.preview)
     clip_names, step_names = list(records[0].clip), list(records[0].features)
     tensors = {n: records[0].clip[n].float().contiguous().clone() for n in clip_names}
     tensors |= {n: torch.stack([r.features[n].float() for r in records]).contiguous() for n in step_names}
@@ -150,6 +161,21 @@ def _write_run(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundle
     }
     _write_json(folder / "run.json", meta)
     return meta
+
+
+def save_run(pipe, records: list, root: str | Path, *, prompt: str, seed: int, steps: int, guidance: float) -> "RecordedRun":
+    """Keep a run already made (its streamed records, e.g. the app's live run) as a recorded run in root/<run id>,
+    without running the model again; returns it, checked as any recorded run is. No probe bundle is stored: the
+    app decodes a replay with the bundle it runs."""
+    rid = run_id(prompt, seed, steps, guidance, _model(pipe)[0], type(pipe.scheduler).__name__)
+    folder = Path(root) / rid
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_run(pipe, folder, list(records), prompt, seed=seed, steps=steps, guidance=guidance, bundle=None,
+                   bundle_info=None)
+    except (OSError, SafetensorError) as err:  # a full disk: no half-written run is ever loaded (run.json is last)
+        raise SdvizError(f"Could not keep the run in {root} ({err}).") from None
+    return _load_run(Path(root), rid)
 
 
 def record_runs(pipe, prompts: list[str], out: str | Path, *, seed: int = 0, steps: int = 20, guidance: float = 7.5,

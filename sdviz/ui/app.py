@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from .explore import ExploreHandlers, compare_seconds, lens_seconds, steer_seconds
+from .explore import LENS_LAYERS_SHOWN, ExploreHandlers, compare_seconds, lens_seconds, steer_seconds
 from .generate import GenerateHandlers, gpu, gpu_seconds
 from .layout import PageHandlers, build_page
 from .maps import MapsHandlers
@@ -33,10 +33,13 @@ class App(AppState, PageHandlers, GenerateHandlers, ReplayHandlers, MapsHandlers
         # The methods that run the model borrow a GPU on ZeroGPU (spaces.GPU; elsewhere `gpu` changes nothing).
         # ZeroGPU runs them in a forked worker and pickles only their arguments: bound to this app, the model comes
         # with the fork, never through the pickle. Decorated here, before launch, as ZeroGPU requires.
+        # Generation waits for its turn in the app's line itself (GenerateHandlers._live_or_replayed, which shows the
+        # place); Steer, Compare and CLIP layers take theirs here, counted by their denoising steps.
         self.gpu_steps = gpu(duration=gpu_seconds)(self.gpu_steps)
-        self.steer_on_gpu = gpu(duration=steer_seconds)(self.steer_on_gpu)
-        self.compare_on_gpu = gpu(duration=compare_seconds)(self.compare_on_gpu)
-        self.lens_on_gpu = gpu(duration=lens_seconds)(self.lens_on_gpu)
+        self.steer_on_gpu = self.line.holding(gpu(duration=steer_seconds)(self.steer_on_gpu), lambda *a: 2 * int(a[4]))
+        self.compare_on_gpu = self.line.holding(gpu(duration=compare_seconds)(self.compare_on_gpu), lambda *a: 2 * int(a[3]))
+        self.lens_on_gpu = self.line.holding(gpu(duration=lens_seconds)(self.lens_on_gpu),
+                                             lambda *a: LENS_LAYERS_SHOWN * int(a[2]))
 
 
 def create_app(model: str = "auto", device: str | None = None, bundle: str | None = None, ratings: str | None = None,

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import SdvizError
 from ..hub import on_space
 from ..labels import label, label_with_id, step_text
+from .line import waiting_counter, waiting_text
 from .state import md, plain
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ APP_MAX_STEPS = 50  # tighter than the library's cap: a public Space serves many
 APP_MAX_GUIDANCE = 20.0
 DEFAULT_STEPS = 20
 REFRESH_S = 0.5  # figures refresh at most this often while a run streams (image and counter every step)
+WAIT_UPDATE_S = 1.0  # a visitor waiting in line for the model sees their place refreshed this often
+REPLAYED = ("⚡ **replayed**: this exact run (same prompt, seed, steps and guidance) was made here a moment ago, so it is "
+            "shown again from memory, without the model and without waiting.")
 GPU_SECONDS_PER_STEP = 1.5  # ZeroGPU's reservation: generous for SD 1.5 at 512 px on a shared A10G/H200 slice
 GPU_SECONDS_FIXED = 15.0
 MIN_FREE_BYTES = 64 * 2**20  # below this free in Gradio's temp folder a run's images cannot be written: say so first
@@ -168,6 +172,13 @@ def _reliability(bundle, name: str, live_step: int = 0, live_steps: int = 1) -> 
 HIDDEN = gr.update(visible=False)
 
 
+def _keeping(records: Iterable, kept: list) -> Iterator:
+    """The records, each also appended to `kept` (the live-run cache keeps the whole run)."""
+    for record in records:
+        kept.append(record)
+        yield record
+
+
 def errors_as_gr(fn):
     """Errors a user can cause, or the GPU running out of memory, become one sentence; the app keeps serving.
     Every message is escaped (`state.plain`): it may hold a prompt, a typed attribute or a bundle's text."""
@@ -282,10 +293,12 @@ class GenerateHandlers:
             parts.append(self.bundle_note)
         return " ".join(parts)
 
-    def stream_ui(self, records: Iterable, ctx: RunContext, block, view, *, live: bool = True) -> Iterator[tuple]:
+    def stream_ui(self, records: Iterable, ctx: RunContext, block, view, *, live: bool = True,
+                  refresh_every: int | None = None) -> Iterator[tuple]:
         """Page updates for any iterator of StepRecords: image and counter every step, figures at most every
-        REFRESH_S, the history and the scrubber once at the end (gr.skip() for what did not change).
-        live=False (a recorded run): its step times say nothing about this machine, so the estimate ignores them."""
+        REFRESH_S (or every `refresh_every` steps), the history and the scrubber once at the end (gr.skip() for what
+        did not change). live=False (a recorded run): its step times say nothing about this machine, so the
+        estimate ignores them."""
         skip = gr.skip()
         history: list = []
         last_fig, last_step = 0.0, time.perf_counter()
@@ -297,7 +310,8 @@ class GenerateHandlers:
             history.append(make_entry(self.bundle, record, ctx))
             h, done, first = history[-1], record.image is not None, len(history) == 1
             left = (h["steps"] - 1 - h["step"]) * self.step_seconds if self.step_seconds and live else None
-            if done or first or now - last_fig >= REFRESH_S:
+            due = (len(history) - 1) % refresh_every == 0 if refresh_every else now - last_fig >= REFRESH_S
+            if done or first or due:
                 image, counter, takeaway, bars, closeness, hint = self.render_step(history, len(history) - 1, block, view)
                 last_fig = time.perf_counter()
             else:
@@ -312,15 +326,51 @@ class GenerateHandlers:
             status = self._status(ctx) if first or done else skip
             yield image, counter, takeaway, bars, closeness, hint, (history if done else skip), scrub, status
 
+    # -- a live run, or the replay of an identical one ------------------------------------------------------
+    def run_key(self, prompt, seed, steps, guidance) -> tuple:
+        """What makes two runs identical (the live-run cache's key): model, probe bundle, prompt, seed, steps, guidance."""
+        return (self.pipe.sdviz.model_id, self.bundle_key, prompt, int(seed), int(steps), float(guidance))
+
+    def _live_or_replayed(self, prompt, seed, steps, guidance, show, waiting, replayed) -> Iterator:
+        """The page updates of one request: the replay of an identical finished run (`replayed(run)`) at once,
+        else a live run in the model's turn: `waiting(Waiting)` while in line, then `show(records)`. A live run
+        that finished whole is kept in the live-run cache."""
+        key = self.run_key(prompt, seed, steps, guidance)
+        run = self.live_runs.get(key)
+        if run is not None:
+            yield from replayed(run)
+            return
+        ticket, kept = self.line.join(steps), []
+        try:
+            while not self.line.wait(ticket, timeout=WAIT_UPDATE_S):
+                yield waiting(self.line.ahead(ticket))
+            run = self.live_runs.get(key)  # an identical run may have finished while this one waited
+            if run is None:
+                records = self.gpu_steps(prompt, seed, steps, guidance)
+                try:
+                    yield from show(_keeping(records, kept))
+                finally:
+                    records.close()  # Stop: ends the pipeline within a step and removes every hook
+        finally:
+            self.line.leave(ticket)
+        if run is not None:
+            yield from replayed(run)
+        elif len(kept) == steps and kept[-1].image is not None:
+            try:
+                self.live_runs.put(key, self.pipe, kept, prompt=prompt, seed=seed, steps=steps, guidance=guidance)
+            except SdvizError as err:  # a full disk: the run was shown; only its replay is lost
+                log.warning("live run not kept: %s", err)
+
     @errors_as_gr
     def generate(self, prompt, seed, steps, guidance, block, view):
-        """The Run button and Enter in the prompt: one page update per denoising step."""
+        """The Run button and Enter in the prompt: one page update per denoising step (a replay when this exact
+        run was made before)."""
         prompt, seed, steps, guidance, ctx = self._start(prompt, seed, steps, guidance)
-        records = self.gpu_steps(prompt, seed, steps, guidance)
-        try:
-            yield from self.stream_ui(records, ctx, block, view)
-        finally:
-            records.close()  # Stop: ends the pipeline within a step and removes every hook
+        skip = gr.skip()
+        yield from self._live_or_replayed(
+            prompt, seed, steps, guidance, show=lambda records: self.stream_ui(records, ctx, block, view),
+            waiting=lambda w: (skip, waiting_counter(w, self.step_seconds), *(skip,) * 6, waiting_text(w, self.step_seconds)),
+            replayed=lambda run: self.replay_page(run, ctx, block, view, REPLAYED))
 
     def decoded_json(self, history: list) -> list:
         attrs = self.bundle.attributes if self.bundle else []
@@ -341,13 +391,18 @@ class GenerateHandlers:
     def generate_api(self, prompt, seed, steps, guidance):
         """The scripted API (gradio_client, api_name="generate"): one update per step with the image and the
         step counter ("step k of S-1", k = 0 is pure noise); the last update also carries the decoded attributes
-        of every step as JSON and a status line."""
+        of every step as JSON and a status line (which starts with "⚡ replayed" when this exact run was made before
+        and is replayed from memory)."""
         prompt, seed, steps, guidance, ctx = self._start(prompt, seed, steps, guidance)
-        records = self.gpu_steps(prompt, seed, steps, guidance)
-        try:
-            yield from self.stream_api(records, ctx)
-        finally:
-            records.close()
+        skip = gr.skip()
+
+        def replayed(run):
+            for image, counter, decoded, status in self.stream_api(run.records(), ctx):
+                yield image, counter, decoded, status if isinstance(status, dict) else f"{REPLAYED} {status}".strip()
+
+        yield from self._live_or_replayed(
+            prompt, seed, steps, guidance, show=lambda records: self.stream_api(records, ctx),
+            waiting=lambda w: (skip, skip, skip, waiting_text(w, self.step_seconds)), replayed=replayed)
 
     # -- CSV, written only when asked for ----------------------------------------------------------------
     def write_csv(self, history: list):

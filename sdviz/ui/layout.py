@@ -1,8 +1,9 @@
 """The page: Generate, Maps, Report, Steer, Compare and CLIP-layers tabs, and which event runs where.
 
-Only generation is serialised (one queue slot, concurrency_id "gpu"); every event that only reads
-the bundle or a finished run (scrubbing, maps, report, the start-up poll) runs with
-concurrency_limit=None, so a class opening the page at once never waits behind a run or each other.
+Only the model is serialised: a live run waits in the app's line (ui/line.py, which tells the visitor their place),
+Steer/Compare/CLIP layers also in one Gradio queue slot (concurrency_id "gpu"); an identical request replays at once
+(ui/runcache.py). Every event that only reads the bundle or a finished run (scrubbing, maps, report, the start-up
+poll) runs with concurrency_limit=None, so a class opening the page at once never waits behind a run or each other.
 Nothing here imports torch: the page is served first, the model loads behind it (`state.AppState.start`).
 `build_page(app)` lays out the page of one `ui.app.App` and wires its methods to the events; `PageHandlers`
 are the page-wide ones (the start-up poll, /status, the time estimate).
@@ -23,6 +24,8 @@ from . import report as r
 from . import state as st
 from .replay import recorded_label
 
+GENERATE_AT_ONCE = 16  # Run / generate requests handled at once (waiting in line or replaying); more wait in Gradio's queue
+REPLAYS_AT_ONCE = 16  # replays at once: CPU only, their page updates made once per run (ui/replay.py)
 EXAMPLES = ["a photo of a dog", "a photo of an accordion", "a photo of a volcano", "a photo of a funeral"]
 TINY_SENTENCE = "Demo model with random weights: the bars show the machinery, not real semantics."
 TINY_DETAILS = (
@@ -177,6 +180,9 @@ class PageHandlers:
 def build_page(app) -> gr.Blocks:
     """The page of `app` (a ui.app.App): its components, and its methods wired to their events."""
     none = dict(concurrency_limit=None, api_visibility="private")
+    # read-only, quick and never streaming: off the queue entirely (one plain HTTP request, no queue bookkeeping,
+    # no server-sent events), which is what a class opening the page at once fetches
+    direct = dict(queue=False, api_visibility="private")
     with gr.Blocks(title="sdviz: where Stable Diffusion's semantics come from", delete_cache=(600, 1800)) as demo:
         gr.Markdown("# sdviz · where Stable Diffusion's human-like semantics come from\n"
                     "Type a prompt and watch the image form. The bars show what the model seems to know about the object "
@@ -253,18 +259,21 @@ def build_page(app) -> gr.Blocks:
         timer = gr.Timer(0.5)
         app.page = Page(banner, details, status, run, block, hint, map_block, recorded, map_caption,
                         [report_intro, *report_parts], build_box, seen, timer)
-        timer.tick(app.poll, seen, app.page.components(), show_progress="hidden", **none)
-        demo.load(app.poll, seen, app.page.components(), show_progress="hidden", **none)
+        timer.tick(app.poll, seen, app.page.components(), show_progress="hidden", **direct)
+        demo.load(app.poll, seen, app.page.components(), show_progress="hidden", **direct)
 
         inputs = [prompt, seed, steps, guidance, block, view]
         outputs = [image, counter, takeaway, bars, closeness, hint, history, scrub, status]
-        gpu = dict(concurrency_id="gpu", concurrency_limit=1, api_visibility="private", validator=g.validate)
+        # a live run waits for the model in the app's own line (ui/line.py), where it can say its place; an identical
+        # request replays at once from the live-run cache: so these events start at once, up to GENERATE_AT_ONCE
+        live = dict(concurrency_id="generate", concurrency_limit=GENERATE_AT_ONCE)
+        gpu = dict(**live, api_visibility="private", validator=g.validate)
         run_event = run.click(app.generate, inputs, outputs, api_name="generate_ui", **gpu)
         submit_event = prompt.submit(app.generate, inputs, outputs, api_name="generate_submit", **gpu)
         stop.click(None, None, None, cancels=[run_event, submit_event])
         api_btn = gr.Button(visible=False)
         api_btn.click(app.generate_api, [prompt, seed, steps, guidance], [image, counter, gr.JSON(visible=False), status],
-                      api_name="generate", concurrency_id="gpu", concurrency_limit=1)
+                      api_name="generate", **live)
         # No validator= on the API event: Gradio 6.31 answers a preprocessing error inside a validator with a bare
         # HTTP 400 (the message is lost); here Gradio's own range checks and check_inputs name the bad value.
         status_btn = gr.Button(visible=False)
@@ -283,16 +292,16 @@ def build_page(app) -> gr.Blocks:
 
         map_inputs, map_out = [map_block, history], [clip_map, unet_map, sep_plot, map_caption]
         for trigger in (map_block.change, maps_tab.select):
-            trigger(app.render_maps, map_inputs, map_out, **none)
+            trigger(app.render_maps, map_inputs, map_out, **direct)
         unet_map.change(None, unet_map, None, js=m.ADD_FRAMES_JS, queue=False)  # Gradio's Plot drops plotly frames
 
         # a recorded example replays on the CPU beside generation, a few at once, never in the GPU queue
         replay_event = recorded.click(app.replay, [recorded, block, view], outputs + [prompt, seed, steps],
-                                      api_name="replay_example", concurrency_id="replay", concurrency_limit=4,
+                                      api_name="replay_example", concurrency_id="replay", concurrency_limit=REPLAYS_AT_ONCE,
                                       api_visibility="private")  # named: else it takes "replay" from the API event
         stop.click(None, None, None, cancels=[replay_event])
         api_replay = gr.Button(visible=False)
         api_replay.click(app.replay_api, [prompt, seed], [image, counter, gr.JSON(visible=False), status],
-                         api_name="replay", concurrency_id="replay", concurrency_limit=4)
+                         api_name="replay", concurrency_id="replay", concurrency_limit=REPLAYS_AT_ONCE)
         block.change(lambda b: gr.update(value=b) if b in app.map_names() else gr.skip(), block, map_block, **none)
     return demo

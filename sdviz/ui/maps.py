@@ -50,18 +50,28 @@ class MapsHandlers:
 
     def render_maps(self, block: str, history: list):
         """The page's Maps event, on the visitor's block and last run: (clip map, unet map with every step as an
-        animation frame, separation curve, caption/placeholder)."""
-        from ..plots import embedding_map, embedding_map_animation, separation_curve
-        from ..report import HEADINGS
-        from ..results import default_highlight
-
-        bundle = self.bundle
+        animation frame, separation curve, caption/placeholder). Before a run the figures are the same for every
+        visitor: made and serialised once per bundle and block (`AppState.once`), then sent to everyone alike."""
         names = self.map_names()
         if not names:
             note = self.bundle_note or "The maps appear when the probe bundle is ready."
             hidden = gr.update(visible=False)
             return hidden, hidden, hidden, f"*{note}*"
         block = block if block in names else names[0]
+        if history:
+            clip_fig, unet_fig, sep, caption = self._maps(block, history)
+        else:
+            clip_fig, unet_fig, sep, caption = self.once(("maps", block), lambda: self._maps(block, [], serialise=True))
+        show = lambda fig: gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)  # noqa: E731
+        return show(clip_fig), show(unet_fig), show(sep), caption
+
+    def _maps(self, block: str, history: list, serialise: bool = False) -> tuple:
+        from ..plots import embedding_map, embedding_map_animation, separation_curve
+        from ..report import HEADINGS
+        from ..results import default_highlight
+        from .figures import sent
+
+        bundle = self.bundle
         words, cats, supers = bundle.meta["words"], bundle.meta.get("categories"), bundle.meta.get("super_categories")
         coords = bundle.maps[f"{block}.coords"].numpy()
         n_steps = int(coords.shape[0])
@@ -94,8 +104,9 @@ class MapsHandlers:
                    "the probes were trained on (the UNet map: press ▶ Play under it).** If the colours blur in the UNet map "
                    "while they stay apart in the CLIP map, the diffusion has turned meaning into pixels. The star is "
                    f"{md(prompt) if history else 'your prompt, after a run'}.")
-        show = lambda fig: gr.update(value=fig, visible=True) if fig is not None else gr.update(visible=False)  # noqa: E731
-        return show(clip_fig), show(unet_fig), show(sep), caption
+        if serialise:
+            clip_fig, unet_fig, sep = sent(clip_fig), sent(unet_fig), sent(sep)
+        return clip_fig, unet_fig, sep, caption
 
 
 # Gradio's Plot hands plotly only data and layout (Plotly.react), so the animation's frames are added here, in the

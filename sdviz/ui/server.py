@@ -51,6 +51,7 @@ def launch(demo, *, share: bool = False, prevent_thread_lock: bool = False, **kw
     kwargs.setdefault("app_kwargs", {}).setdefault("lifespan", remove_downloads)
     # show_error=True: Gradio's own checks of an input (a seed "abc") say which value is wrong. A full temp folder, the
     # one failure inside Gradio that would show its internals and paths, is refused first (generate.check_disk)
+    kwargs.setdefault("max_threads", 64)  # Gradio's worker threads: replays and runs waiting in line hold one each
     result = demo.queue(default_concurrency_limit=1, max_size=64).launch(share=share, show_error=True,
                                                                          prevent_thread_lock=True, **kwargs)
     demo.sdviz.start()

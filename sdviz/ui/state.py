@@ -22,6 +22,8 @@ from ..errors import SdvizError
 from ..hub import is_hub_id, offline, on_space
 from ..io import ROOT, bundle_dir, find_bundle
 from ..publish import resolve_bundle
+from .line import ModelLine
+from .runcache import RunCache
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,12 @@ class AppState:
     recordings: list = field(default_factory=list)  # record.RecordedRun of the running model: the page's examples
     downloads: Path | None = None  # the one folder of files visitors download (report, CSVs): made on the first
     # request, removed when the server closes (server.launch) or the process ends; never one folder per click
+    bundle_key: tuple | None = None  # which bundle (folder, probes' mtime): part of the live-run cache's key
     page: object = None  # layout.Page: the components the start-up poll updates (set by layout.build_page)
+    line: ModelLine = field(default_factory=ModelLine)  # one run of the model at a time, first come first served
+    live_runs: RunCache = field(default_factory=RunCache)  # finished live runs, replayed for identical requests
+    _shared: dict = field(default_factory=dict)  # what every visitor sees alike, made once per bundle (`once`)
+    _shared_lock: threading.Lock = field(default_factory=threading.Lock)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -144,6 +151,28 @@ class AppState:
 
     def _bump(self) -> None:
         self.version += 1
+
+    def shared_entry(self, key, keep: int | None = None) -> dict:
+        """The entry of `once` for this key: {"lock"} and, once made, "value"."""
+        with self._shared_lock:
+            full = (id(self.bundle), key)
+            entry = self._shared.pop(full, None) or {"lock": threading.Lock()}
+            self._shared[full] = entry  # the most recently used last
+            if keep is not None:
+                kind = [k for k in self._shared if isinstance(k[1], tuple) and k[1][:1] == key[:1]]
+                for old in kind[:-keep]:
+                    del self._shared[old]
+        return entry
+
+    def once(self, key, make, keep: int | None = None):
+        """make() once per bundle and key, however many visitors ask at the same moment (the others wait for the
+        first, then share its result); `reload_bundle` forgets them all. For what every visitor is shown alike.
+        keep=n: only the n most recently used keys of this key's kind (key[0]) are kept."""
+        entry = self.shared_entry(key, keep)
+        with entry["lock"]:
+            if "value" not in entry:
+                entry["value"] = make()
+        return entry["value"]
 
     def _start_up(self) -> None:
         self.phase = "loading"
@@ -224,7 +253,9 @@ class AppState:
         from .figures import page_figures
 
         self.bundle, self.clip_name, self.unet_names, self.report_figures = None, None, [], []
-        self.bundle_missing = False
+        self.bundle_missing, self.bundle_key = False, None
+        with self._shared_lock:
+            self._shared.clear()
         try:
             path = self.bundle_path()
         except Exception as err:  # noqa: BLE001
@@ -265,6 +296,19 @@ class AppState:
             return
         self.bundle, self.clip_name, self.unet_names, self.report_figures = bundle, (refs[0] if refs else None), unet, figures
         self.bundle_note = ""
+        probes = Path(bundle.path) / "probes.safetensors"
+        self.bundle_key = (str(Path(bundle.path).resolve()), probes.stat().st_mtime_ns if probes.exists() else None)
+        self.prepare_shared()
+
+    def prepare_shared(self) -> None:
+        """At bundle load, what the first visitors would otherwise all compute at once: the Maps tab before a run
+        (its default block). Figures for other blocks are made on their first request, once."""
+        names = getattr(self, "map_names", lambda: [])()  # MapsHandlers, when this state is an App
+        if names:
+            try:
+                self.render_maps(names[0], [])
+            except Exception:  # noqa: BLE001 - the tab makes it again on request and says what went wrong there
+                log.exception("maps not prepared")
 
     def _other_model_note(self, bundle) -> str:
         built_for, running = bundle.meta.get("model"), self.pipe.sdviz.model_id
