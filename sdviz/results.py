@@ -10,6 +10,7 @@ numbers per step; a single one for a once-per-prompt representation], "pred_corr
 import numpy as np
 
 from .analysis import WORDFORM
+from .config import TINY_MODELS
 
 MAIN_ONCE = ("clip.pooled", "clip.mean", "text.embedding")  # once-per-prompt representations always drawn as references
 
@@ -79,3 +80,33 @@ def summary_rows(report: dict) -> list[dict]:
         rows.append({"name": name, "step": best if rep["per_step"] else None, **{k: res.get(k) for k in (
             "mean_r", "mean_r_ci", "two_v_two", "p_mean_r", "p_two_v_two", "disambiguation", "knn_accuracy", "silhouette")}})
     return rows
+
+
+# -- issue 18: the thesis keys (optional: bundles built before them lack them; readers then say "rebuild") ----------
+def partition(report: dict) -> dict | None:
+    """report["partition"] (what each UNet block adds beyond CLIP, per step), or None for a bundle built before it."""
+    return report.get("partition") or None
+
+
+def entanglement(report: dict) -> dict | None:
+    """report["entanglement"] (RSA and mean |off-diagonal| per representation x step), or None where absent."""
+    return report.get("entanglement") or None
+
+
+def findings(report: dict) -> list[dict] | None:
+    """report["findings"] (the paper's three findings as verdicts), or None where absent."""
+    return report.get("findings") or None
+
+
+def random_weights(report: dict) -> bool:
+    """Whether the report's model has random weights (a built-in tiny stand-in or a `--random-init` encoder): its
+    numbers show the machinery, never a finding, and every page says what chance and word form alone give."""
+    model = str(report.get("model", ""))
+    return model in TINY_MODELS or model.startswith("random-init:")
+
+
+def wordform_value(report: dict, metric: str, step: int | None = None) -> float | None:
+    """What word form alone gives for `metric` (the baseline.wordform probe's number), or None where not reported."""
+    if WORDFORM not in report["representations"]:
+        return None
+    return result(report, WORDFORM, step).get(metric)

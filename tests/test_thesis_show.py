@@ -1,0 +1,168 @@
+"""Showing the paper's thesis (issue 18): the partition and entanglement figures, the Findings section of report.html,
+the notes beside every number of a random-weight model, and old bundles without the new keys. Against the tiny bundle's
+real report with made-up, contract-shaped thesis keys (tests/beyond_report.py)."""
+
+import html
+import json
+import re
+
+import numpy as np
+import pytest
+from beyond_report import with_beyond_keys
+
+from sdviz import results
+from sdviz.labels import step_text
+from sdviz.plots import entanglement_curve, matrix_animation, partition_curve
+from sdviz.plots.thesis import RANGES
+from sdviz.report import HEADINGS, REBUILD, report_html, report_items
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_bundle):
+    return json.loads((tiny_bundle / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def meta(tiny_bundle):
+    return json.loads((tiny_bundle / "meta.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def report(plain):
+    return with_beyond_keys(plain)
+
+
+def _ys(fig, yaxis: str = "y") -> list[float]:
+    return [float(v) for t in fig.data if (t.yaxis or "y") == yaxis and t.y is not None for v in t.y if v is not None]
+
+
+def _range(fig, axis: str) -> list[float]:
+    return list(fig.layout[axis].range)
+
+
+def test_partition_figure_clips_intervals_to_the_metric_range_and_keeps_every_trace_inside_its_axes(report):
+    part = results.partition(report)
+    first = next(iter(part["blocks"]))  # the fixture's first block has a CI reaching 1.3 and -1.4 and a null sd of 0.6
+    fig = partition_curve(part, first, title="t")
+    lo, hi = _range(fig, "yaxis")
+    ys = _ys(fig)
+    assert min(ys) >= lo and max(ys) <= hi
+    assert min(ys) >= RANGES["difference"][0] and max(ys) <= RANGES["difference"][1]
+    assert fig.layout.xaxis.title.text.startswith("denoising step") and "mean r" in fig.layout.yaxis.title.text
+    names = [t.name for t in fig.data if t.showlegend is not False and t.name]
+    assert any("adds beyond CLIP" in n for n in names) and any("shuffled ratings" in n for n in names)
+    assert any("residual" in n for n in names) and "shared" in names and "CLIP adds beyond the block" in names
+    # the highlighted line is the block's own unique part, value for value
+    line = next(t for t in fig.data if t.name and "adds beyond CLIP" in t.name)
+    assert list(line.y) == pytest.approx([e["value"] for e in part["blocks"][first]["unet_unique"]])
+    # its band is the interval, clipped to [-2, 2]: the fixture's step 0 runs from -1.4 to -0.5
+    band = next(t for t in fig.data if t.fill == "toself" and t.legendgroup == "unique")
+    n = len(line.y)
+    assert band.y[0] == pytest.approx(part["blocks"][first]["unet_unique"][0]["ci"][1])
+    assert band.y[-1] == pytest.approx(-1.4) and len(band.y) == 2 * n
+
+
+def test_entanglement_figure_has_rsa_with_its_null_and_offdiagonal_against_the_human_line(report):
+    ent = results.entanglement(report)
+    fig = entanglement_curve(ent, ["unet.mid", "clip.cond"], title="t")
+    for axis, yaxis, kind in (("yaxis", "y", "score"), ("yaxis2", "y2", "offdiag")):
+        lo, hi = _range(fig, axis)
+        ys = _ys(fig, yaxis)
+        assert ys and min(ys) >= lo and max(ys) <= hi
+        assert min(ys) >= RANGES[kind][0] and max(ys) <= RANGES[kind][1]
+    assert "RSA" in fig.layout.yaxis.title.text and "mean |r|" in fig.layout.yaxis2.title.text
+    assert fig.layout.xaxis2.title.text.startswith("denoising step")
+    human = next(t for t in fig.data if t.name == "human ratings")
+    assert list(human.y) == pytest.approx([ent["human_offdiag"]] * 2)
+    rsa = next(t for t in fig.data if t.name == "UNet middle" and (t.yaxis or "y") == "y")
+    assert list(rsa.y) == pytest.approx([e["value"] for e in ent["reps"]["unet.mid"]["rsa"]])
+    null = next(t for t in fig.data if t.name and t.name.startswith("shuffled ratings"))
+    assert max(null.y) == pytest.approx(max(e["null"][0] + 2 * e["null"][1] for e in ent["reps"]["unet.mid"]["rsa"]))
+
+
+def test_matrix_animation_has_a_frame_per_step_beside_the_human_matrix(report):
+    ent = results.entanglement(report)
+    mats = ent["reps"]["unet.mid"]["matrices"]
+    fig = matrix_animation(mats, report["human_corr"], report["attributes"], lambda k: step_text(k, len(mats)),
+                           groups=report["groups"], name="UNet middle")
+    assert len(fig.frames) == len(mats) == report["steps"]
+    assert np.allclose(fig.data[1].z, report["human_corr"]) and np.allclose(fig.frames[-1].data[0].z, mats[-1])
+    assert [s.label for s in fig.layout.sliders[0].steps] == [str(k) for k in range(len(mats))]
+    assert fig.frames[1].layout.annotations[0].text == f"UNet middle, {step_text(1, len(mats))}"
+    assert all(t.zmin == -1 and t.zmax == 1 for t in fig.data)
+    once = matrix_animation(ent["reps"]["clip.cond"]["matrices"], report["human_corr"], report["attributes"], str)
+    assert not once.frames and not once.layout.sliders
+
+
+def test_report_items_add_the_two_figures_with_takeaways_quoting_the_reports_numbers(report, plain):
+    items = {it["key"]: it for it in report_items(report)}
+    assert items["partition"]["heading"] == HEADINGS["partition"] and items["entanglement"]["heading"] == HEADINGS["entanglement"]
+    part = items["partition"]
+    block = next(b for b in results.partition(report)["blocks"] if b == results.best_per_step(report))
+    last = results.partition(report)["blocks"][block]["unet_unique"][-1]
+    assert part["values"]["value"] == last["value"] and f"{last['value']:+.3f}" in part["takeaway"]
+    assert f"[95% CI {last['ci'][0]:+.3f}, {last['ci'][1]:+.3f}]" in part["takeaway"]
+    # on a random-weight model the takeaway says what word form alone decodes
+    wf = results.wordform_value(report, "mean_r")
+    assert f"word form alone decodes mean r {wf:.2f}" in part["takeaway"]
+    ent = items["entanglement"]
+    assert f"against {results.entanglement(report)['human_offdiag']:.2f} in the human ratings" in ent["takeaway"]
+    # every number a takeaway quotes is one of its values
+    for it in (part, ent):
+        quoted = {round(abs(float(x)), 2) for x in re.findall(r"[-+]?\d+\.\d+", it["takeaway"])}
+        known = {round(abs(v), 2) for v in it["values"].values()} | {0.0}
+        assert quoted <= known, (it["key"], quoted - known)
+    # an old report has neither figure, and every other figure as before
+    old = [it["key"] for it in report_items(plain)]
+    assert "partition" not in old and "entanglement" not in old
+    assert [k for k in items if k not in ("partition", "entanglement")] == old
+
+
+def test_report_html_opens_with_three_findings_as_badges_with_baselines_and_escapes_bundle_text(report, meta):
+    page = report_html(report, meta)
+    findings = page.index("<section id='findings'>")
+    assert findings < page.index("<h2>Summary") < page.index("<h2>Figures")
+    section = page[findings: page.index("</section>", findings)]
+    verdicts = re.findall(r"<span class='verdict (\w+)'>([^<]+)</span>", section)
+    assert verdicts == [("holds", "✓ holds"), ("fails", "✗ does not hold"), ("unsure", "? cannot tell at this precision")]
+    assert section.count("class='baseline'") == 3 and "Chance gives 0.00 ± 0.02 and word form alone gives 0.05." in section
+    # the sentence is the bundle's text, escaped: no markup from a bundle reaches the page
+    assert "<b>& not</b>" not in page and html.escape("<b>& not</b>") in section
+    for key in ("partition", "entanglement"):
+        assert f"<section id='{key}'>" in page
+    assert REBUILD not in page and "banded ridge" in page  # the partition's method in the settings
+
+
+def test_an_old_bundle_shows_one_line_to_rebuild_and_no_error(plain, meta, tiny_bundle, tmp_path):
+    page = report_html(plain, meta)
+    assert page.count(html.escape(REBUILD)) == 1
+    assert "<section id='partition'>" not in page and "class='verdict" not in page
+    assert results.partition(plain) is None and results.entanglement(plain) is None and results.findings(plain) is None
+    # the real bundle on disk (built without the keys) loads and writes its report
+    from sdviz.report import write_report
+
+    out = write_report(tiny_bundle, tmp_path / "report.html")
+    assert html.escape(REBUILD) in out.read_text()
+
+
+def test_every_number_of_a_random_weight_model_says_what_chance_and_word_form_give(report, meta):
+    assert results.random_weights(report) and results.random_weights({"model": "random-init:sentence-transformers/x"})
+    page = report_html(report, meta)
+    table = page[page.index("<h2>Summary"): page.index("<h2>Figures")]
+    rows = table.count("<tr>") - 1
+    wf = {m: results.wordform_value(report, m) for m in ("mean_r", "two_v_two", "disambiguation")}
+    assert table.count("word form alone") == 3 * rows
+    assert f"word form alone {wf['two_v_two']:.3f}" in table
+    # p at the floor the shuffles allow says so
+    m = report["settings"]["permutations"]
+    floor = sum(1 for r in results.summary_rows(report) if r["p_mean_r"] == pytest.approx(1 / (1 + m)))
+    assert table.count(f"the smallest p {m} shuffles allow") == floor
+    for it in report_items(report):
+        if it["key"] in ("groups", "disambiguation", "heatmaps_ref", "heatmaps_best", "partition", "entanglement"):
+            assert "Random weights:" in it["takeaway"] and "word form alone" in it["takeaway"], it["key"]
+    # a trained model's page carries no such notes
+    trained = dict(report, model="stable-diffusion-v1-5/stable-diffusion-v1-5")
+    assert not results.random_weights(trained)
+    page = report_html(trained, meta | {"model": trained["model"]})
+    assert "word form alone 0" not in page[page.index("<h2>Summary"): page.index("<h2>Figures")]
+    assert not any("Random weights:" in it["takeaway"] for it in report_items(trained))
