@@ -6,6 +6,7 @@ Figures come from `plots`; the report's numbers are read through `results`.
 
 import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -269,8 +270,8 @@ def _random_note(report: dict, metric: str, chance: float) -> tuple[str, dict]:
         return "", {}
     wf = wordform_value(report, metric)
     if wf is None:
-        return f" Random weights: chance gives {chance:g}.", {}
-    return f" Random weights: chance gives {chance:g} and word form alone {wf:.2f}.", {"wordform": wf}
+        return f" Random weights: chance gives {chance:g}.", {"chance": chance}
+    return f" Random weights: chance gives {chance:g} and word form alone {wf:.2f}.", {"chance": chance, "wordform": wf}
 
 
 def report_items(report: dict, *, for_app: bool = False) -> list[dict]:
@@ -392,7 +393,8 @@ def findings_html(report: dict) -> str:
     its verdict as a badge, and beside it what chance and word form alone give; or one line saying to rebuild."""
     found = findings(report)
     if not found:
-        return f"<section id='findings'><h2>{HEADINGS['findings']}</h2><p class='rebuild'>{html.escape(REBUILD)}</p></section>"
+        rebuild = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(REBUILD))
+        return f"<section id='findings'><h2>{HEADINGS['findings']}</h2><p class='rebuild'>{rebuild}</p></section>"
     cards = []
     for f in found:
         verdict = str(f["verdict"])
@@ -447,7 +449,7 @@ def report_html(report: dict, meta: dict, steer_eval: dict | None = None) -> str
     warning = ("<p class='warn'><b>Demo model with random weights:</b> these numbers show the machinery, not real semantics. "
                "Random networks still encode word form (length, shared sub-word tokens), so expect numbers near the "
                "<i>word length alone</i> row (<code>baseline.wordform</code>), not exactly zero; trained encoders sit far above it.</p>"
-               ) if meta.get("model") == "tiny" else ""
+               ) if meta.get("model") == "tiny" or random_weights(report) else ""
     auto = ("<p class='warn'>Built with reduced settings for the app's automatic first build: fewer shuffles "
             "than a full build, so the CIs and p-values are rougher.</p>") if s.get("automatic") else ""
     steps = report["steps"]

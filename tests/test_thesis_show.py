@@ -130,19 +130,20 @@ def test_report_html_opens_with_three_findings_as_badges_with_baselines_and_esca
     assert "<b>& not</b>" not in page and html.escape("<b>& not</b>") in section
     for key in ("partition", "entanglement"):
         assert f"<section id='{key}'>" in page
-    assert REBUILD not in page and "banded ridge" in page  # the partition's method in the settings
+    assert "Rebuild this bundle" not in page and "banded ridge" in page  # the partition's method in the settings
 
 
 def test_an_old_bundle_shows_one_line_to_rebuild_and_no_error(plain, meta, tiny_bundle, tmp_path):
     page = report_html(plain, meta)
-    assert page.count(html.escape(REBUILD)) == 1
+    line = html.escape(REBUILD).replace("`python -m sdviz build`", "<code>python -m sdviz build</code>")
+    assert page.count(line) == 1
     assert "<section id='partition'>" not in page and "class='verdict" not in page
     assert results.partition(plain) is None and results.entanglement(plain) is None and results.findings(plain) is None
     # the real bundle on disk (built without the keys) loads and writes its report
     from sdviz.report import write_report
 
     out = write_report(tiny_bundle, tmp_path / "report.html")
-    assert html.escape(REBUILD) in out.read_text()
+    assert line in out.read_text()
 
 
 def test_every_number_of_a_random_weight_model_says_what_chance_and_word_form_give(report, meta):
@@ -166,3 +167,76 @@ def test_every_number_of_a_random_weight_model_says_what_chance_and_word_form_gi
     page = report_html(trained, meta | {"model": trained["model"]})
     assert "word form alone 0" not in page[page.index("<h2>Summary"): page.index("<h2>Figures")]
     assert not any("Random weights:" in it["takeaway"] for it in report_items(trained))
+
+
+# -- the app: the Report tab opens with the Findings; the panel shows one block beyond CLIP and its matrix over steps --
+@pytest.fixture(scope="module")
+def thesis_bundle(tiny_bundle, report, tmp_path_factory):
+    """The tiny bundle with the made-up thesis keys in its report.json."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("thesis") / "tiny"
+    shutil.copytree(tiny_bundle, out)
+    (out / "report.json").write_text(json.dumps(report))
+    return out
+
+
+def _app_with(bundle_path):
+    """An App (not served) holding this bundle as reload_bundle would: enough for the Report tab's handlers."""
+    from sdviz.bundle import load_bundle
+    from sdviz.ui.app import App
+    from sdviz.ui.figures import page_figures
+
+    app = App("tiny", "cpu", str(bundle_path), None)
+    app.bundle = load_bundle(bundle_path)
+    app.report_figures = page_figures(app.bundle.report)
+    app.unet_names = [results.best_per_step(app.bundle.report)]
+    return app
+
+
+def test_report_tab_handlers_show_findings_first_escaped_and_the_panel_or_one_rebuild_line(thesis_bundle, tiny_bundle):
+    from sdviz.ui.report import REPORT_SLOTS, THESIS_SLOTS
+
+    app = _app_with(thesis_bundle)
+    out = app.render_report()
+    assert len(out) == 1 + 2 * REPORT_SLOTS + THESIS_SLOTS
+    intro = out[0]
+    assert intro.startswith("### Findings") and intro.index("🔴") < intro.index("| part of the model")
+    assert [m for m in ("🟢", "🔴", "⚪") if m in intro] == ["🟢", "🔴", "⚪"] and intro.count("Chance and word form alone:") == 3
+    assert "<b>" not in intro and "&lt;b&gt;" in intro  # bundle text is escaped for Markdown
+    assert "word form alone" in intro[intro.index("| part of the model"):]  # random weights: beside every number
+    captions = [u["value"] for u in out[1:1 + 2 * REPORT_SLOTS:2] if u.get("visible")]
+    assert len(captions) == len(report_items(app.bundle.report)) == 10 and "beyond CLIP" in captions[1]
+    choice, note, partition_fig, matrix_fig = out[-THESIS_SLOTS:]
+    assert choice["value"] == app.unet_names[0] and len(choice["choices"]) == len(results.partition(app.bundle.report)["blocks"])
+    assert partition_fig["visible"] and matrix_fig["visible"] and len(matrix_fig["value"].frames) == app.bundle.report["steps"]
+    other = app.render_thesis("unet.up0")
+    assert other[0]["value"] == "unet.up0" and "UNet up block 1" in other[2]["value"].layout.title.text
+    # a bundle built before the keys: one line, no error, no panel
+    old = _app_with(tiny_bundle).render_report()
+    assert f"*{REBUILD}*" in old[0] and not any(u.get("visible") for u in old[-THESIS_SLOTS:][::2])
+
+
+@pytest.mark.parametrize("width", [390, 1400])
+def test_the_report_tab_shows_the_findings_and_the_animated_matrix_in_a_browser(launch_app, browser_page, thesis_bundle,
+                                                                                subset_csv, width):
+    from conftest import OUTPUT
+
+    with launch_app("tiny", "cpu", str(thesis_bundle), str(subset_csv)) as served, browser_page(width, 900) as page:
+        page.goto(served.url)
+        page.get_by_role("tab", name="Report").click()
+        page.locator("#report-fig-0 .js-plotly-plot").wait_for(timeout=60000)
+        tab = page.locator("#report-tab")
+        text = tab.inner_text()
+        assert text.index("Findings") < text.index("Figure 1.")
+        for verdict in ("✓ holds", "✗ does not hold", "? cannot tell at this precision"):
+            assert verdict in text
+        assert "<b>& not</b> made up" in text  # shown as text, never as markup
+        page.locator("#thesis-matrix .js-plotly-plot").wait_for(timeout=30000)
+        frames = "document.querySelector('#thesis-matrix .js-plotly-plot')?._transitionData?._frames?.length || 0"
+        page.wait_for_function(f"{frames} >= {served.app.bundle.report['steps']}", timeout=30000)
+        page.locator("#thesis-partition .js-plotly-plot").wait_for(timeout=30000)
+        page.wait_for_timeout(800)
+        page.locator("#report-tab").screenshot(path=str(OUTPUT / f"thesis-report-tab-{width}.png"))
+        page.locator("#thesis-matrix").screenshot(path=str(OUTPUT / f"thesis-matrix-{width}.png"))
+        page.locator("#thesis-partition").screenshot(path=str(OUTPUT / f"thesis-partition-{width}.png"))

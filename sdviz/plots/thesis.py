@@ -175,12 +175,15 @@ def entanglement_curve(entanglement: dict, names: list[str], *, title: str | Non
 
 
 def matrix_animation(matrices: list, human, attributes: list[str], step_label, *, groups: dict[str, str] | None = None,
-                     name: str = "decoded", title: str | None = None, height: int | None = None) -> go.Figure:
+                     name: str = "decoded", title: str | None = None, height: int | None = None,
+                     steps: list[int] | None = None) -> go.Figure:
     """The decoded attribute x attribute correlation at each step (left, one animation frame per step, with Play and
-    a step slider) beside the human ratings' own (right). step_label(k) names frame k; a single matrix (a
-    once-per-prompt representation) has no slider. Domains mark the axes. Height: 560 px with a title."""
+    a step slider) beside the human ratings' own (right). steps: the step of each matrix (default 0, 1, …; a long run's
+    report keeps evenly spaced ones); step_label(step) names it. A single matrix (a once-per-prompt representation)
+    has no slider. Domains mark the axes. Height: 560 px with a title."""
+    steps = list(range(len(matrices))) if steps is None else list(steps)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06,
-                        subplot_titles=[figure_text(f"{name}, {step_label(0)}" if len(matrices) > 1 else name), "human ratings"])
+                        subplot_titles=[figure_text(f"{name}, {step_label(steps[0])}" if len(matrices) > 1 else name), "human ratings"])
     heat = dict(x=attributes, y=attributes, zmin=-1, zmax=1, colorscale="RdBu_r",
                 hovertemplate="%{y} × %{x}: r = %{z:.2f}<extra></extra>")
     fig.add_trace(go.Heatmap(z=matrices[0], showscale=False, **heat), row=1, col=1)
@@ -202,7 +205,7 @@ def matrix_animation(matrices: list, human, attributes: list[str], step_label, *
     if len(matrices) > 1:
         titles = [a.to_plotly_json() for a in fig.layout.annotations[:2]]  # the two panels' titles; the left one names the step
         fig.frames = [go.Frame(name=str(k), data=[go.Heatmap(z=M)], traces=[0],
-                               layout=dict(annotations=[titles[0] | dict(text=figure_text(f"{name}, {step_label(k)}")), titles[1]]))
+                               layout=dict(annotations=[titles[0] | dict(text=figure_text(f"{name}, {step_label(steps[k])}")), titles[1]]))
                       for k, M in enumerate(matrices)]
         play = dict(frame=dict(duration=700, redraw=True), transition=dict(duration=0), fromcurrent=True, mode="immediate")
         fig.update_layout(
@@ -212,7 +215,7 @@ def matrix_animation(matrices: list, human, attributes: list[str], step_label, *
                                             args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
             sliders=[dict(active=0, x=0.14, len=0.86, y=0, yanchor="top", pad=dict(t=60),
                           currentvalue=dict(visible=False),
-                          steps=[dict(label=str(k), method="animate",
+                          steps=[dict(label=str(steps[k]), method="animate",
                                       args=[[str(k)], dict(frame=dict(duration=0, redraw=True), mode="immediate")])
                                  for k in range(len(matrices))])])
     return fig
