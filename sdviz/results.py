@@ -10,6 +10,7 @@ numbers per step; a single one for a once-per-prompt representation], "pred_corr
 import numpy as np
 
 from .analysis import WORDFORM
+from .bundle import FINDING_IDS, VERDICTS  # noqa: F401  (the contract's constants, checked by bundle)
 from .config import TINY_MODELS
 
 MAIN_ONCE = ("clip.pooled", "clip.mean", "text.embedding")  # once-per-prompt representations always drawn as references
@@ -82,20 +83,28 @@ def summary_rows(report: dict) -> list[dict]:
     return rows
 
 
-# -- issue 18: the thesis keys (optional: bundles built before them lack them; readers then say "rebuild") ----------
+# -- what the UNet adds beyond CLIP, entanglement, findings (issue 18; docs/methods.md) ----------------------
+# Each key is optional: bundles built before it lack it, and a reader then says "rebuild this bundle to see …".
+# An "estimate" is {"value": float, "ci": [lo, hi], "null": [mean, sd] | None, "p": float | None}; per-step
+# quantities are lists of estimates indexed like report["representations"][name]["results"].
+
+
 def partition(report: dict) -> dict | None:
-    """report["partition"] (what each UNet block adds beyond CLIP, per step), or None for a bundle built before it."""
-    return report.get("partition") or None
+    """report["partition"]: {"clip", "metric", "method", "clip_alone": estimate, "blocks": {block: {"block",
+    "joint", "unet_unique", "clip_unique", "shared", "residual": [estimate per step]}}}, or None."""
+    return report.get("partition")
 
 
 def entanglement(report: dict) -> dict | None:
-    """report["entanglement"] (RSA and mean |off-diagonal| per representation x step), or None where absent."""
-    return report.get("entanglement") or None
+    """report["entanglement"]: {"human_offdiag": float, "reps": {name: {"per_step", "rsa": [estimate per step],
+    "offdiag": [estimate per step], "matrices": [A x A per step]}}}, or None."""
+    return report.get("entanglement")
 
 
 def findings(report: dict) -> list[dict] | None:
-    """report["findings"] (the paper's three findings as verdicts), or None where absent."""
-    return report.get("findings") or None
+    """report["findings"]: three dicts ("clip_vs_unet", "domains", "steps", in this order) with "id", "title",
+    "sentence", "value", "ci", "p", "verdict" (one of VERDICTS) and "baseline", or None."""
+    return report.get("findings")
 
 
 def random_weights(report: dict) -> bool:
