@@ -65,14 +65,14 @@ CAPTIONS = {
     "partition": "Does the UNet know anything CLIP does not? Three probes are trained for each block and step: on what the "
                  "UNet reads from CLIP alone, on the block alone, and on both together. The red line is what the block adds "
                  "beyond CLIP: the score of both together minus CLIP's alone (mean r over attributes on held-out words), "
-                 "with its 95% interval shaded. The grey band is what the same number gives with the ratings shuffled: a "
+                 "with its 95% interval shaded. The grey band is chance: what the same number gives with the ratings shuffled. A "
                  "red line inside it means the block adds nothing CLIP lacks, at this precision. Dotted: a second view of "
                  "the same question, the block's own probe after removing everything CLIP explains. Dashed: what CLIP "
                  "adds beyond the block; dash-dot: what the two share. Thin grey lines: the other blocks.",
     "entanglement": "Do the decoded attributes go together the way people's ratings do? At every step, the probes' "
                     "guesses for held-out words give an attribute × attribute correlation pattern, as in the heatmaps. "
                     "Top: how well that pattern matches the human one (RSA, the rank correlation of the two patterns; "
-                    "0 = unrelated, 1 = the same order), with its 95% interval and, in grey, what shuffled ratings give. "
+                    "0 = unrelated, 1 = the same order), with its 95% interval and, in grey, chance: what shuffled ratings give. "
                     "Bottom: how strongly attributes go together on average (mean |r| between two attributes); above the "
                     "dotted human line the model ties attributes together more than people do. Dashed: CLIP, read once "
                     "per prompt.",
@@ -90,6 +90,8 @@ ORDER = ["decoding", "partition", "groups", "disambiguation", "separation", "two
 # Said once, where a bundle lacks what issue 18 added (built before it): what a rebuild shows, never an error.
 REBUILD = ("Rebuild this bundle (`python -m sdviz build`) to see the findings, what the UNet adds beyond CLIP and how "
            "attributes entangle across steps: it was built before sdviz computed them.")
+RANDOM_FINDINGS = ("This model has random weights: these verdicts show how each test works, not what the paper "
+                   "claims. Read every number against what chance and word form alone give, beside it.")
 VERDICTS = {"holds": "✓ holds", "does not hold": "✗ does not hold", "cannot tell at this precision": "? cannot tell at this precision"}
 
 
@@ -403,9 +405,10 @@ def findings_html(report: dict) -> str:
             f"{html.escape(VERDICTS.get(verdict, verdict))}</span> <b>{html.escape(str(f['title']))}</b>"
             f"<p>{html.escape(str(f['sentence']))}</p></div>"
             f"<p class='baseline'><b>Chance and word form alone:</b> {html.escape(str(f['baseline']))}</p></div>")
-    return (f"<section id='findings'><h2>{HEADINGS['findings']}</h2><p>The paper's three findings, each tested on this "
-            "bundle's own numbers: <i>holds</i> and <i>does not hold</i> where the 95% interval decides, <i>cannot tell at "
-            "this precision</i> where it does not.</p>" + "".join(cards) + "</section>")
+    random = f"<p class='warn'>{html.escape(RANDOM_FINDINGS)}</p>" if random_weights(report) else ""
+    return (f"<section id='findings'><h2>{HEADINGS['findings']}</h2>{random}<p>The paper's three findings, each tested on "
+            "this bundle's own numbers: <i>holds</i> and <i>does not hold</i> where the 95% interval decides, <i>cannot "
+            "tell at this precision</i> where it does not.</p>" + "".join(cards) + "</section>")
 
 
 

@@ -14,12 +14,27 @@ from sdviz import results
 from sdviz.labels import step_text
 from sdviz.plots import entanglement_curve, matrix_animation, partition_curve
 from sdviz.plots.thesis import RANGES
-from sdviz.report import HEADINGS, REBUILD, report_html, report_items
+from sdviz.report import HEADINGS, RANDOM_FINDINGS, REBUILD, report_html, report_items
+
+THESIS_KEYS = ("partition", "entanglement", "findings")
 
 
 @pytest.fixture(scope="module")
 def plain(tiny_bundle):
-    return json.loads((tiny_bundle / "report.json").read_text())
+    """The tiny bundle's report as a bundle built before issue 18 has it: without the three keys."""
+    report = json.loads((tiny_bundle / "report.json").read_text())
+    return {k: v for k, v in report.items() if k not in THESIS_KEYS}
+
+
+@pytest.fixture(scope="module")
+def old_bundle(tiny_bundle, plain, tmp_path_factory):
+    """The tiny bundle on disk as one built before issue 18: its report.json without the three keys."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("old") / "tiny"
+    shutil.copytree(tiny_bundle, out)
+    (out / "report.json").write_text(json.dumps(plain))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -133,22 +148,24 @@ def test_report_html_opens_with_three_findings_as_badges_with_baselines_and_esca
     assert "Rebuild this bundle" not in page and "banded ridge" in page  # the partition's method in the settings
 
 
-def test_an_old_bundle_shows_one_line_to_rebuild_and_no_error(plain, meta, tiny_bundle, tmp_path):
+def test_an_old_bundle_shows_one_line_to_rebuild_and_no_error(plain, meta, old_bundle, tmp_path):
     page = report_html(plain, meta)
     line = html.escape(REBUILD).replace("`python -m sdviz build`", "<code>python -m sdviz build</code>")
     assert page.count(line) == 1
     assert "<section id='partition'>" not in page and "class='verdict" not in page
     assert results.partition(plain) is None and results.entanglement(plain) is None and results.findings(plain) is None
-    # the real bundle on disk (built without the keys) loads and writes its report
+    # a bundle on disk without the keys loads and writes its report
     from sdviz.report import write_report
 
-    out = write_report(tiny_bundle, tmp_path / "report.html")
+    out = write_report(old_bundle, tmp_path / "report.html")
     assert line in out.read_text()
 
 
 def test_every_number_of_a_random_weight_model_says_what_chance_and_word_form_give(report, meta):
     assert results.random_weights(report) and results.random_weights({"model": "random-init:sentence-transformers/x"})
     page = report_html(report, meta)
+    findings = page[page.index("<section id='findings'>"): page.index("<h2>Summary")]
+    assert html.escape(RANDOM_FINDINGS) in findings  # the verdicts of a random model say they test the machinery
     table = page[page.index("<h2>Summary"): page.index("<h2>Figures")]
     rows = table.count("<tr>") - 1
     wf = {m: results.wordform_value(report, m) for m in ("mean_r", "two_v_two", "disambiguation")}
@@ -166,6 +183,7 @@ def test_every_number_of_a_random_weight_model_says_what_chance_and_word_form_gi
     assert not results.random_weights(trained)
     page = report_html(trained, meta | {"model": trained["model"]})
     assert "word form alone 0" not in page[page.index("<h2>Summary"): page.index("<h2>Figures")]
+    assert html.escape(RANDOM_FINDINGS) not in page
     assert not any("Random weights:" in it["takeaway"] for it in report_items(trained))
 
 
@@ -194,7 +212,7 @@ def _app_with(bundle_path):
     return app
 
 
-def test_report_tab_handlers_show_findings_first_escaped_and_the_panel_or_one_rebuild_line(thesis_bundle, tiny_bundle):
+def test_report_tab_handlers_show_findings_first_escaped_and_the_panel_or_one_rebuild_line(thesis_bundle, old_bundle):
     from sdviz.ui.report import REPORT_SLOTS, THESIS_SLOTS
 
     app = _app_with(thesis_bundle)
@@ -213,7 +231,7 @@ def test_report_tab_handlers_show_findings_first_escaped_and_the_panel_or_one_re
     other = app.render_thesis("unet.up0")
     assert other[0]["value"] == "unet.up0" and "UNet up block 1" in other[2]["value"].layout.title.text
     # a bundle built before the keys: one line, no error, no panel
-    old = _app_with(tiny_bundle).render_report()
+    old = _app_with(old_bundle).render_report()
     assert f"*{REBUILD}*" in old[0] and not any(u.get("visible") for u in old[-THESIS_SLOTS:][::2])
 
 

@@ -31,6 +31,15 @@ RANGES = {"score": (-1.0, 1.0), "difference": (-2.0, 2.0), "offdiag": (0.0, 1.0)
 PART_RANGE = {"block": "score", "joint": "score", "residual": "score", "unet_unique": "difference",
               "clip_unique": "difference", "shared": "difference"}
 NULL_SDS = 2  # null bands: the shuffled-ratings null's mean ± 2 sd (about 95% of shuffles)
+LONG_TITLE = 48  # characters: a longer title (the report's headings here run to 54) is set at 14 px to fit 390 px
+
+
+def _title(title: str | None) -> dict:
+    """The one-line title of style.title_layout, a size smaller when long, so it fits a phone's width on one line."""
+    layout = title_layout(title)
+    if title and len(title) > LONG_TITLE:
+        layout["font"] = dict(size=14)
+    return layout
 
 
 def _clip(values, kind: str) -> list[float]:
@@ -116,7 +125,7 @@ def partition_curve(partition: dict, block: str, *, title: str | None = None, ot
                                  hovertemplate=[_hover(what, e) + "<extra></extra>" for e in parts[key]]))
     fig.add_hline(y=0, line=dict(color="#777", dash="dot", width=1.5))
     height = figure_height(height, title, 480)
-    fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=title_layout(title),
+    fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=_title(title),
                       margin=dict(l=64, r=20, t=top_margin(title, 6), b=60), legend=legend_below(), hovermode="closest")
     fig.update_xaxes(title=STEP_AXIS, range=[-0.3, len(xs) - 0.7], dtick=max(1, len(xs) // 10))
     fig.update_yaxes(title=f"difference in mean {partition.get('metric', 'r')} (held-out words)",
@@ -165,7 +174,7 @@ def entanglement_curve(entanglement: dict, names: list[str], *, title: str | Non
                              name="human ratings", hovertemplate=f"human ratings: {human:.3f}<extra></extra>"), row=2, col=1)
     fig.add_hline(y=0, line=dict(color="#777", dash="dot", width=1), row=1, col=1)
     height = figure_height(height, title, 620)
-    fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=title_layout(title),
+    fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=_title(title),
                       margin=dict(l=64, r=20, t=top_margin(title, 6), b=60), legend=legend_below(), hovermode="closest")
     fig.update_xaxes(range=[-0.3, steps - 0.7], dtick=max(1, steps // 10))
     fig.update_xaxes(title=STEP_AXIS, row=2, col=1)
@@ -200,7 +209,7 @@ def matrix_animation(matrices: list, human, attributes: list[str], step_label, *
                 fig.add_shape(type="line", line=dict(color="#222", width=0.6), xref=f"x{axis}", yref=f"y{axis}",
                               x0=x0, x1=x1, y0=y0, y1=y1)
     height = figure_height(height, title, 560)
-    fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=title_layout(title),
+    fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=_title(title),
                       margin=dict(l=80, r=20, t=top_margin(title, 30), b=90 + (60 if len(matrices) > 1 else 0)))
     if len(matrices) > 1:
         titles = [a.to_plotly_json() for a in fig.layout.annotations[:2]]  # the two panels' titles; the left one names the step

@@ -39,13 +39,15 @@ def _summary_table(report: dict) -> str:
 def findings_markdown(report: dict) -> str:
     """The Findings, first on the tab: each as its verdict, title, sentence and what chance and word form alone give
     (bundle text escaped); for a bundle built before them, one line saying to rebuild."""
-    from ..report import HEADINGS, REBUILD, VERDICTS
-    from ..results import findings
+    from ..report import HEADINGS, RANDOM_FINDINGS, REBUILD, VERDICTS
+    from ..results import findings, random_weights
 
     found = findings(report)
     if not found:
         return f"### {HEADINGS['findings']}\n*{REBUILD}*"  # our own words: the command shown as code
     parts = [f"### {HEADINGS['findings']}", "The paper's three findings, each tested on this bundle's own numbers."]
+    if random_weights(report):
+        parts.append(f"⚠️ **{RANDOM_FINDINGS}**")
     for f in found:
         verdict = str(f["verdict"])
         parts.append(f"{VERDICT_MARKS.get(verdict, '⚪')} **{md(VERDICTS.get(verdict, verdict))}** · **{md(f['title'])}**  \n"
