@@ -95,18 +95,25 @@ def test_entanglement_figure_has_rsa_with_its_null_and_offdiagonal_against_the_h
     assert max(null.y) == pytest.approx(max(e["null"][0] + 2 * e["null"][1] for e in ent["reps"]["unet.mid"]["rsa"]))
 
 
-def test_matrix_animation_has_a_frame_per_step_beside_the_human_matrix(report):
+def test_matrix_animation_has_a_frame_per_step_and_the_human_matrix_is_one_still_figure(report):
     ent = results.entanglement(report)
     mats = ent["reps"]["unet.mid"]["matrices"]
-    fig = matrix_animation(mats, report["human_corr"], report["attributes"], lambda k: step_text(k, len(mats)),
-                           groups=report["groups"], name="UNet middle")
+    fig = matrix_animation(mats, report["attributes"], lambda k: step_text(k, len(mats)), groups=report["groups"],
+                           name="UNet middle")
     assert len(fig.frames) == len(mats) == report["steps"]
-    assert np.allclose(fig.data[1].z, report["human_corr"]) and np.allclose(fig.frames[-1].data[0].z, mats[-1])
+    assert np.allclose(fig.data[0].z, mats[0]) and np.allclose(fig.frames[-1].data[0].z, mats[-1])
     assert [s.label for s in fig.layout.sliders[0].steps] == [str(k) for k in range(len(mats))]
-    assert fig.frames[1].layout.annotations[0].text == f"UNet middle, {step_text(1, len(mats))}"
-    assert all(t.zmin == -1 and t.zmax == 1 for t in fig.data)
-    once = matrix_animation(ent["reps"]["clip.cond"]["matrices"], report["human_corr"], report["attributes"], str)
-    assert not once.frames and not once.layout.sliders
+    assert fig.frames[1].layout.title.text == f"UNet middle, {step_text(1, len(mats))}"
+    assert fig.data[0].zmin == -1 and fig.data[0].zmax == 1 and fig.layout.yaxis.scaleanchor == "x"
+    # one label per domain of two or more attributes: none print over each other
+    assert "Vision" in fig.layout.xaxis.ticktext and "Gustation" not in fig.layout.xaxis.ticktext
+    # a long run keeps evenly spaced matrices: the slider and titles name their real steps
+    spaced = matrix_animation(mats, report["attributes"], lambda k: step_text(k, 40), steps=[0, 20, 39])
+    assert [s.label for s in spaced.layout.sliders[0].steps] == ["0", "20", "39"]
+    assert spaced.frames[2].layout.title.text.endswith(step_text(39, 40))
+    human = matrix_animation([report["human_corr"]], report["attributes"], groups=report["groups"], name="human ratings")
+    assert not human.frames and not human.layout.sliders and human.layout.title.text == "human ratings"
+    assert np.allclose(human.data[0].z, report["human_corr"])
 
 
 def test_report_items_add_the_two_figures_with_takeaways_quoting_the_reports_numbers(report, plain):
@@ -219,17 +226,21 @@ def test_report_tab_handlers_show_findings_first_escaped_and_the_panel_or_one_re
     out = app.render_report()
     assert len(out) == 1 + 2 * REPORT_SLOTS + THESIS_SLOTS
     intro = out[0]
-    assert intro.startswith("### Findings") and intro.index("🔴") < intro.index("| part of the model")
-    assert [m for m in ("🟢", "🔴", "⚪") if m in intro] == ["🟢", "🔴", "⚪"] and intro.count("Chance and word form alone:") == 3
+    assert intro.startswith("### Findings") and intro.index("does not hold") < intro.index("| part of the model")
+    badges = re.findall(r"<span class='verdict' style='background:(#\w+);[^']*'>([^<]+)</span>", intro)
+    assert badges == [("#1e7b34", "✓ holds"), ("#b3261e", "✗ does not hold"), ("#666", "? cannot tell at this precision")]
+    assert intro.count("Chance and word form alone:") == 3 and RANDOM_FINDINGS in intro
     assert "<b>" not in intro and "&lt;b&gt;" in intro  # bundle text is escaped for Markdown
     assert "word form alone" in intro[intro.index("| part of the model"):]  # random weights: beside every number
     captions = [u["value"] for u in out[1:1 + 2 * REPORT_SLOTS:2] if u.get("visible")]
     assert len(captions) == len(report_items(app.bundle.report)) == 10 and "beyond CLIP" in captions[1]
-    choice, note, partition_fig, matrix_fig = out[-THESIS_SLOTS:]
+    choice, note, partition_fig, matrix_note, matrix_fig, human_fig = out[-THESIS_SLOTS:]
     assert choice["value"] == app.unet_names[0] and len(choice["choices"]) == len(results.partition(app.bundle.report)["blocks"])
     assert partition_fig["visible"] and matrix_fig["visible"] and len(matrix_fig["value"].frames) == app.bundle.report["steps"]
+    assert human_fig["visible"] and np.allclose(human_fig["value"].data[0].z, app.bundle.report["human_corr"])
+    assert HEADINGS["entanglement"] in matrix_note["value"]
     other = app.render_thesis("unet.up0")
-    assert other[0]["value"] == "unet.up0" and "UNet up block 1" in other[2]["value"].layout.title.text
+    assert other[0]["value"] == "unet.up0" and "UNet up 1" in other[2]["value"].layout.title.text
     # a bundle built before the keys: one line, no error, no panel
     old = _app_with(old_bundle).render_report()
     assert f"*{REBUILD}*" in old[0] and not any(u.get("visible") for u in old[-THESIS_SLOTS:][::2])
@@ -254,7 +265,14 @@ def test_the_report_tab_shows_the_findings_and_the_animated_matrix_in_a_browser(
         frames = "document.querySelector('#thesis-matrix .js-plotly-plot')?._transitionData?._frames?.length || 0"
         page.wait_for_function(f"{frames} >= {served.app.bundle.report['steps']}", timeout=30000)
         page.locator("#thesis-partition .js-plotly-plot").wait_for(timeout=30000)
+        page.locator("#thesis-human .js-plotly-plot").wait_for(timeout=30000)
+        matrix, human = page.locator("#thesis-matrix").bounding_box(), page.locator("#thesis-human").bounding_box()
+        if width == 1400:  # side by side on a wide screen, one above the other on a phone
+            assert abs(matrix["y"] - human["y"]) < 5 and human["x"] > matrix["x"] + matrix["width"] - 5
+        else:
+            assert human["y"] >= matrix["y"] + matrix["height"] - 5
         page.wait_for_timeout(800)
         page.locator("#report-tab").screenshot(path=str(OUTPUT / f"thesis-report-tab-{width}.png"))
         page.locator("#thesis-matrix").screenshot(path=str(OUTPUT / f"thesis-matrix-{width}.png"))
+        page.locator("#thesis-human").screenshot(path=str(OUTPUT / f"thesis-human-{width}.png"))
         page.locator("#thesis-partition").screenshot(path=str(OUTPUT / f"thesis-partition-{width}.png"))

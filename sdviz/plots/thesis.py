@@ -183,38 +183,34 @@ def entanglement_curve(entanglement: dict, names: list[str], *, title: str | Non
     return fig
 
 
-def matrix_animation(matrices: list, human, attributes: list[str], step_label, *, groups: dict[str, str] | None = None,
-                     name: str = "decoded", title: str | None = None, height: int | None = None,
-                     steps: list[int] | None = None) -> go.Figure:
-    """The decoded attribute x attribute correlation at each step (left, one animation frame per step, with Play and
-    a step slider) beside the human ratings' own (right). steps: the step of each matrix (default 0, 1, …; a long run's
-    report keeps evenly spaced ones); step_label(step) names it. A single matrix (a once-per-prompt representation)
-    has no slider. Domains mark the axes. Height: 560 px with a title."""
+def matrix_animation(matrices: list, attributes: list[str], step_label=None, *, groups: dict[str, str] | None = None,
+                     name: str = "decoded", steps: list[int] | None = None, height: int | None = None) -> go.Figure:
+    """An attribute x attribute correlation matrix, one animation frame per step (Play and a step slider), its title
+    naming the step shown. steps: the step of each matrix (default 0, 1, …; a long run's report keeps evenly spaced
+    ones); step_label(step) names it. One matrix (the human ratings, or a once-per-prompt representation) has no
+    slider. The page sets the human matrix beside it as a figure of its own, so the two sit side by side on a wide
+    screen and one above the other on a phone. Domains mark the axes. Height: 520 px (+60 with a slider)."""
     steps = list(range(len(matrices))) if steps is None else list(steps)
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06,
-                        subplot_titles=[figure_text(f"{name}, {step_label(steps[0])}" if len(matrices) > 1 else name), "human ratings"])
-    heat = dict(x=attributes, y=attributes, zmin=-1, zmax=1, colorscale="RdBu_r",
-                hovertemplate="%{y} × %{x}: r = %{z:.2f}<extra></extra>")
-    fig.add_trace(go.Heatmap(z=matrices[0], showscale=False, **heat), row=1, col=1)
-    fig.add_trace(go.Heatmap(z=human, colorbar=dict(title="r", thickness=10, len=0.8), **heat), row=1, col=2)
+    animated = len(matrices) > 1
+    caption = (lambda k: f"{name}, {step_label(steps[k])}") if animated else (lambda k: name)  # noqa: E731
+    fig = go.Figure(go.Heatmap(z=matrices[0], x=attributes, y=attributes, zmin=-1, zmax=1, colorscale="RdBu_r",
+                               colorbar=dict(title="r", thickness=10, len=0.8),
+                               hovertemplate="%{y} × %{x}: r = %{z:.2f}<extra></extra>"))
     runs = domain_runs(attributes, groups or {}) if groups else []
-    ticks = dict(tickvals=[attributes[(a + b) // 2] for _, a, b in runs], ticktext=[figure_text(g) for g, _, _ in runs],
-                 tickfont=dict(size=9)) if runs else dict(showticklabels=False)
-    for col in (1, 2):
-        fig.update_xaxes(**ticks, tickangle=-90, row=1, col=col)
-        fig.update_yaxes(**ticks, autorange="reversed", scaleanchor=f"x{'' if col == 1 else 2}", row=1, col=col)
-        axis, edge = ("" if col == 1 else "2"), len(attributes) - 0.5
-        for _, a, _end in runs[1:]:  # domain boundaries, in data units so they stay inside the square
-            for x0, x1, y0, y1 in ((a - 0.5, a - 0.5, -0.5, edge), (-0.5, edge, a - 0.5, a - 0.5)):
-                fig.add_shape(type="line", line=dict(color="#222", width=0.6), xref=f"x{axis}", yref=f"y{axis}",
-                              x0=x0, x1=x1, y0=y0, y1=y1)
-    height = figure_height(height, title, 560)
-    fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=_title(title),
-                      margin=dict(l=80, r=20, t=top_margin(title, 30), b=90 + (60 if len(matrices) > 1 else 0)))
-    if len(matrices) > 1:
-        titles = [a.to_plotly_json() for a in fig.layout.annotations[:2]]  # the two panels' titles; the left one names the step
-        fig.frames = [go.Frame(name=str(k), data=[go.Heatmap(z=M)], traces=[0],
-                               layout=dict(annotations=[titles[0] | dict(text=figure_text(f"{name}, {step_label(steps[k])}")), titles[1]]))
+    # a label per domain of two or more attributes (the one-attribute domains would print over their neighbours)
+    named = [(g, a, b) for g, a, b in runs if b > a]
+    ticks = dict(tickvals=[attributes[(a + b) // 2] for _, a, b in named], ticktext=[figure_text(g) for g, _, _ in named],
+                 tickfont=dict(size=9), showgrid=False) if runs else dict(showticklabels=False, showgrid=False)
+    fig.update_xaxes(**ticks, tickangle=-90, constrain="domain")
+    fig.update_yaxes(**ticks, autorange="reversed", scaleanchor="x", constrain="domain")
+    edge = len(attributes) - 0.5
+    for _, a, _end in runs[1:]:  # domain boundaries, in data units so they stay inside the square
+        for x0, x1, y0, y1 in ((a - 0.5, a - 0.5, -0.5, edge), (-0.5, edge, a - 0.5, a - 0.5)):
+            fig.add_shape(type="line", line=dict(color="#222", width=0.6), x0=x0, x1=x1, y0=y0, y1=y1)
+    fig.update_layout(template="plotly_white", font=dict(size=13), height=height or 520 + (60 if animated else 0),
+                      title=_title(caption(0)), margin=dict(l=80, r=20, t=top_margin(caption(0), 6), b=80 + (60 if animated else 0)))
+    if animated:
+        fig.frames = [go.Frame(name=str(k), data=[go.Heatmap(z=M)], traces=[0], layout=dict(title=_title(caption(k))))
                       for k, M in enumerate(matrices)]
         play = dict(frame=dict(duration=700, redraw=True), transition=dict(duration=0), fromcurrent=True, mode="immediate")
         fig.update_layout(
@@ -222,7 +218,7 @@ def matrix_animation(matrices: list, human, attributes: list[str], step_label, *
                               buttons=[dict(label="▶ Play", method="animate", args=[None, play]),
                                        dict(label="❚❚", method="animate",
                                             args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
-            sliders=[dict(active=0, x=0.14, len=0.86, y=0, yanchor="top", pad=dict(t=60),
+            sliders=[dict(active=0, x=0.3, len=0.7, y=0, yanchor="top", pad=dict(t=60),
                           currentvalue=dict(visible=False),
                           steps=[dict(label=str(steps[k]), method="animate",
                                       args=[[str(k)], dict(frame=dict(duration=0, redraw=True), mode="immediate")])

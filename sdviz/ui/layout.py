@@ -230,8 +230,11 @@ def build_page(app) -> gr.Blocks:
             thesis_note = gr.Markdown(visible=False, elem_id="thesis-note")
             thesis_choice = gr.Dropdown([], label="Part of the UNet", visible=False, elem_id="thesis-choice", min_width=260)
             thesis_partition = gr.Plot(show_label=False, visible=False, elem_id="thesis-partition")
-            thesis_matrix = gr.Plot(show_label=False, visible=False, elem_id="thesis-matrix")
-            thesis_parts = [thesis_choice, thesis_note, thesis_partition, thesis_matrix]  # render_thesis's order
+            thesis_matrix_note = gr.Markdown(visible=False, elem_id="thesis-matrix-note")
+            with gr.Row():  # side by side on a wide screen, one above the other on a phone
+                thesis_matrix = gr.Plot(show_label=False, visible=False, elem_id="thesis-matrix", min_width=320)
+                thesis_human = gr.Plot(show_label=False, visible=False, elem_id="thesis-human", min_width=320)
+            thesis_parts = [thesis_choice, thesis_note, thesis_partition, thesis_matrix_note, thesis_matrix, thesis_human]
         explore.add_tabs(app, dict(concurrency_id="gpu", concurrency_limit=1), none)  # Steer, Compare, CLIP layers
 
         timer = gr.Timer(0.5)

@@ -3,14 +3,18 @@ bundle (`AppState.reload_bundle`) and served to every visitor without waiting fo
 to explore one representation: what it adds beyond CLIP step by step, and its attribute x attribute matrix animated
 over the steps beside the human one. The handlers are methods of `ui.app.App` (`ReportHandlers`)."""
 
+import html
+
 import gradio as gr
 
-from ..labels import label, label_with_id, step_text
+from ..labels import label, label_with_id, short, step_text
 from .state import md
 
 REPORT_SLOTS = 10  # gr.Plot components reserved for the report's figures
-THESIS_SLOTS = 4  # the panel's components: choice, note, partition figure, matrix animation (render_report's last four)
-VERDICT_MARKS = {"holds": "🟢", "does not hold": "🔴"}  # anything else: cannot tell (⚪)
+THESIS_SLOTS = 6  # the panel: choice, note, partition figure, matrices' note, matrix animation, human matrix (render_report's last six)
+BADGE = ("<span class='verdict' style='background:{colour};color:#fff;font-weight:700;padding:0.05em 0.6em;"
+         "border-radius:1em;white-space:nowrap'>{text}</span>")  # the same badge as report.html's, inline for Markdown
+BADGE_COLOURS = {"holds": "#1e7b34", "does not hold": "#b3261e"}  # anything else (cannot tell): grey
 HOW_TO_READ = (
     "The Findings at the top test the paper's three claims on this bundle's own numbers, each with a verdict: holds, "
     "does not hold, or cannot tell at this precision (the interval is too wide), and what chance and word form alone "
@@ -50,7 +54,8 @@ def findings_markdown(report: dict) -> str:
         parts.append(f"⚠️ **{RANDOM_FINDINGS}**")
     for f in found:
         verdict = str(f["verdict"])
-        parts.append(f"{VERDICT_MARKS.get(verdict, '⚪')} **{md(VERDICTS.get(verdict, verdict))}** · **{md(f['title'])}**  \n"
+        badge = BADGE.format(colour=BADGE_COLOURS.get(verdict, "#666"), text=html.escape(VERDICTS.get(verdict, verdict)))
+        parts.append(f"{badge} **{md(f['title'])}**  \n"
                      f"{md(f['sentence'])}  \n*Chance and word form alone:* {md(f['baseline'])}")
     return "\n\n".join(parts)
 
@@ -112,28 +117,35 @@ class ReportHandlers:
         names = self.thesis_names()
         if not names:
             note = f"*{REBUILD}*" if self.bundle is not None else ""
-            return [gr.update(choices=[], value=None, visible=False), gr.update(value=note, visible=bool(note)), hidden, hidden]
+            return [gr.update(choices=[], value=None, visible=False), gr.update(value=note, visible=bool(note)), hidden, hidden,
+                    hidden, hidden]
         name = name if name in names else names[0]
         report = self.bundle.report
         part, ent = partition(report), entanglement(report)
         lines = ["### Explore one part of the UNet\nChoose a block: what it adds beyond CLIP at each step (read it like "
                  f"the figure “{HEADINGS['partition']}” above), and how its decoded attributes go together at each step "
-                 "beside the human ratings (press ▶ Play or drag the slider under the matrices)."]
+                 "beside the human ratings."]
         partition_fig = hidden
         if part and name in part["blocks"]:
-            partition_fig = gr.update(value=partition_curve(part, name, title=f"{HEADINGS['partition']}: {label(name)}"),
+            partition_fig = gr.update(value=partition_curve(part, name, title=f"What {short(name)} adds beyond CLIP"),
                                       visible=True)
         else:
             lines.append(f"*{md(label(name))} has no partition in this bundle.*")
-        matrix_fig = hidden
+        matrix_fig = human_fig = matrix_note = hidden
         rep = (ent or {"reps": {}})["reps"].get(name)
         if rep and rep.get("matrices"):
-            mats, total = rep["matrices"], len(rep["rsa"])
+            mats, total, groups = rep["matrices"], len(rep["rsa"]), report.get("groups")
             matrix_fig = gr.update(visible=True, value=matrix_animation(
-                mats, report["human_corr"], report["attributes"], lambda k: step_text(k, total), groups=report.get("groups"),
-                name=label(name), title=HEADINGS["entanglement"], steps=rep.get("matrix_steps")))  # evenly spaced in long runs
+                mats, report["attributes"], lambda k: step_text(k, total), groups=groups, name=short(name),
+                steps=rep.get("matrix_steps")))  # evenly spaced steps in a long run
+            human_fig = gr.update(visible=True, value=matrix_animation([report["human_corr"]], report["attributes"],
+                                                                       groups=groups, name="human ratings"))
+            matrix_note = gr.update(visible=True, value=(
+                f"**{HEADINGS['entanglement']}** Left (above on a phone): how the attributes decoded from {md(label(name))} "
+                "go together at each step (red = rise together, blue = opposite; press ▶ Play or drag the slider); right: "
+                "the same for the human ratings. Lines separate the domains; hover for the attributes."))
         choice = gr.update(choices=[(label_with_id(n), n) for n in names], value=name, visible=True, interactive=True)
-        return [choice, gr.update(value="\n\n".join(lines), visible=True), partition_fig, matrix_fig]
+        return [choice, gr.update(value="\n\n".join(lines), visible=True), partition_fig, matrix_note, matrix_fig, human_fig]
 
     def report_file(self):
         """A copy of the bundle's self-contained report.html for the visitor to download (written on request)."""
