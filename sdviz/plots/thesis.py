@@ -189,12 +189,12 @@ def matrix_animation(matrices: list, attributes: list[str], step_label=None, *, 
     naming the step shown. steps: the step of each matrix (default 0, 1, …; a long run's report keeps evenly spaced
     ones); step_label(step) names it. One matrix (the human ratings, or a once-per-prompt representation) has no
     slider. The page sets the human matrix beside it as a figure of its own, so the two sit side by side on a wide
-    screen and one above the other on a phone. Domains mark the axes. Height: 520 px (+60 with a slider)."""
+    screen and one above the other on a phone. Domains mark the axes. Height: 460 px (+100 with a slider)."""
     steps = list(range(len(matrices))) if steps is None else list(steps)
     animated = len(matrices) > 1
     caption = (lambda k: f"{name}, {step_label(steps[k])}") if animated else (lambda k: name)  # noqa: E731
     fig = go.Figure(go.Heatmap(z=matrices[0], x=attributes, y=attributes, zmin=-1, zmax=1, colorscale="RdBu_r",
-                               colorbar=dict(title="r", thickness=10, len=0.8),
+                               colorbar=dict(title="r", thickness=8, len=0.7, tickfont=dict(size=10), xpad=4),
                                hovertemplate="%{y} × %{x}: r = %{z:.2f}<extra></extra>"))
     runs = domain_runs(attributes, groups or {}) if groups else []
     # a label per domain of two or more attributes (the one-attribute domains would print over their neighbours)
@@ -207,18 +207,19 @@ def matrix_animation(matrices: list, attributes: list[str], step_label=None, *, 
     for _, a, _end in runs[1:]:  # domain boundaries, in data units so they stay inside the square
         for x0, x1, y0, y1 in ((a - 0.5, a - 0.5, -0.5, edge), (-0.5, edge, a - 0.5, a - 0.5)):
             fig.add_shape(type="line", line=dict(color="#222", width=0.6), x0=x0, x1=x1, y0=y0, y1=y1)
-    fig.update_layout(template="plotly_white", font=dict(size=13), height=height or 520 + (60 if animated else 0),
-                      title=_title(caption(0)), margin=dict(l=80, r=20, t=top_margin(caption(0), 6), b=80 + (60 if animated else 0)))
+    # Play and the slider on rows of their own under the matrix: side by side they collide on a phone
+    fig.update_layout(template="plotly_white", font=dict(size=13), height=height or 460 + (100 if animated else 0),
+                      title=_title(caption(0)), margin=dict(l=70, r=10, t=top_margin(caption(0), 6), b=80 + (100 if animated else 0)))
     if animated:
         fig.frames = [go.Frame(name=str(k), data=[go.Heatmap(z=M)], traces=[0], layout=dict(title=_title(caption(k))))
                       for k, M in enumerate(matrices)]
         play = dict(frame=dict(duration=700, redraw=True), transition=dict(duration=0), fromcurrent=True, mode="immediate")
         fig.update_layout(
-            updatemenus=[dict(type="buttons", direction="left", x=0, xanchor="left", y=0, yanchor="top", pad=dict(t=70),
+            updatemenus=[dict(type="buttons", direction="left", x=0, xanchor="left", y=0, yanchor="top", pad=dict(t=62),
                               buttons=[dict(label="▶ Play", method="animate", args=[None, play]),
                                        dict(label="❚❚", method="animate",
                                             args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
-            sliders=[dict(active=0, x=0.3, len=0.7, y=0, yanchor="top", pad=dict(t=60),
+            sliders=[dict(active=0, x=0, len=1, y=0, yanchor="top", pad=dict(t=105),
                           currentvalue=dict(visible=False),
                           steps=[dict(label=str(steps[k]), method="animate",
                                       args=[[str(k)], dict(frame=dict(duration=0, redraw=True), mode="immediate")])
