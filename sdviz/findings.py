@@ -70,8 +70,8 @@ def domains(report: dict, name: str) -> dict:
     top = max(group_r, key=lambda g: (group_ci[g][0] - mean, g))
     est = {"value": group_r[top] - mean, "ci": [group_ci[top][0] - mean, group_ci[top][1] - mean], "p": None}
     listed = lambda gs: ", ".join(f"{g} ({group_r[g]:.2f})" for g in gs) or "none"  # noqa: E731
-    sentence = (f"In {name} (mean r {mean:.3f}), {len(above) + len(below)} of {len(group_r)} attribute domains have an "
-                f"interval that excludes the mean: above it {listed(above)}; below it {listed(below)}. The clearest, "
+    sentence = (f"In {name} (mean r {mean:.3f}), the interval of {len(above) + len(below)} of the {len(group_r)} attribute "
+                f"domains excludes the mean: above it {listed(above)}; below it {listed(below)}. The domain furthest above, "
                 f"{top}, lies {_interval(est)} from the mean.")
     wf = ""
     if WORDFORM in report["representations"]:
