@@ -225,6 +225,8 @@ def test_canary_every_new_number_on_noise_features_stays_near_its_null(canary):
     rate = (np.abs(own) >= Z_OUT).mean()
     expected = rate * len(real)
     beyond = int((np.abs(real) >= Z_OUT).sum())
+    print(f"canary: {len(real)} numbers, {beyond} beyond {Z_OUT} sd (the nulls' own rate gives {expected:.1f}), "
+          f"largest |z| {np.abs(real).max():.2f}, mean z {real.mean():+.3f}")
     assert beyond <= expected + 3 * np.sqrt(expected) + 1, (beyond, expected, len(real))
     assert np.abs(real.mean()) < 3 / np.sqrt(len(CANARY_SEEDS))  # and not shifted: the mean z is near 0
 
