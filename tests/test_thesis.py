@@ -284,3 +284,13 @@ def test_a_build_writes_the_partition_entanglement_and_findings_and_rebuilds_the
             "--permutations", "10", "--cache", str(tiny_bundle.parent / "cache"), "--out", str(again), "--quiet"]
     assert main(args) == 0
     assert json.loads((again / "report.json").read_text()) == json.loads((tiny_bundle / "report.json").read_text())
+
+
+def test_ranks_equal_scipys_with_and_without_ties():
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(4, 50))
+    np.testing.assert_array_equal(entangle.ranks(a), stats.rankdata(a, axis=-1))
+    a[1, :10] = 0.0  # ties: a constant prediction column gives exact zeros in its row of the matrix
+    np.testing.assert_array_equal(entangle.ranks(a), stats.rankdata(a, axis=-1))
