@@ -43,7 +43,7 @@ def _wordform_r(report: dict) -> str:
 
 def _chance_r(report: dict, name: str, step: int | None = None) -> str:
     null = results.null(report, name, "mean_r", step)
-    return "chance: no permutation null in this build" if null is None else \
+    return "chance: not measured (this build has no permutation null)" if null is None else \
         f"chance (shuffled ratings) gives mean r {null[0]:.3f} ± {null[1]:.3f}"
 
 
@@ -70,15 +70,17 @@ def domains(report: dict, name: str) -> dict:
     top = max(group_r, key=lambda g: (group_ci[g][0] - mean, g))
     est = {"value": group_r[top] - mean, "ci": [group_ci[top][0] - mean, group_ci[top][1] - mean], "p": None}
     listed = lambda gs: ", ".join(f"{g} ({group_r[g]:.2f})" for g in gs) or "none"  # noqa: E731
-    sentence = (f"In {name} (mean r {mean:.3f}), {len(above) + len(below)} of {len(group_r)} attribute domains have an "
-                f"interval that excludes the mean: above it {listed(above)}; below it {listed(below)}. The clearest, "
-                f"{top}, lies {_interval(est)} from the mean.")
+    sentence = (f"In {name} (mean r {mean:.3f}), the interval of {len(above) + len(below)} of the {len(group_r)} attribute "
+                f"domains excludes the mean: above it {listed(above)}; below it {listed(below)}. The domain whose interval "
+                f"reaches highest above the mean, {top}, lies {_interval(est)} from it.")
     wf = ""
     if WORDFORM in report["representations"]:
         wf_res = results.result(report, WORDFORM)
         wf = f"; word form alone gives {top} r {wf_res['group_r'].get(top, float('nan')):.3f} against its mean {wf_res['mean_r']:.3f}"
+    chance = _chance_r(report, name)
+    chance += " for every domain alike" if results.null(report, name, "mean_r") is not None else ""
     return _finding("domains", "Some attribute domains are decoded better than the average attribute", sentence, est,
-                    f"{_chance_r(report, name)} for every domain alike{wf}.")
+                    f"{chance}{wf}.")
 
 
 def steps(report: dict, block: str, entangled: dict, disambiguated: dict, human_offdiag: float, wordform_offdiag: float | None,
@@ -90,7 +92,7 @@ def steps(report: dict, block: str, entangled: dict, disambiguated: dict, human_
                 f"and attribute disambiguation by {_interval(disambiguated)}.")
     null = entangled.get("null")
     chance = f"chance (shuffled ratings) gives an entanglement slope of {null[0]:+.3f} ± {null[1]:.3f}" if null else \
-        "chance: no permutation null in this build"
+        "chance: not measured (this build has no permutation null)"
     wf = "" if wordform_offdiag is None else \
         f"; word form alone (read once, no steps) gives predictions entangled at {wordform_offdiag:.3f}"
     return _finding("steps", "Toward the image, the UNet's attributes get more entangled", sentence, entangled, chance + wf + ".")
