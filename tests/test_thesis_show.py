@@ -276,3 +276,13 @@ def test_the_report_tab_shows_the_findings_and_the_animated_matrix_in_a_browser(
         page.locator("#thesis-matrix").screenshot(path=str(OUTPUT / f"thesis-matrix-{width}.png"))
         page.locator("#thesis-human").screenshot(path=str(OUTPUT / f"thesis-human-{width}.png"))
         page.locator("#thesis-partition").screenshot(path=str(OUTPUT / f"thesis-partition-{width}.png"))
+
+
+def test_the_generate_tabs_agreement_on_random_weights_says_what_chance_and_word_form_give(report):
+    from sdviz.ui.generate import _random_weights_note
+
+    note = _random_weights_note(report, "clip.cond")
+    wf, clip = results.wordform_value(report, "mean_r"), results.result(report, "clip.cond")["mean_r"]
+    assert "chance gives r 0" in note and f"word form alone decodes the ratings with mean r {wf:+.2f}" in note
+    assert f"{clip:+.2f}" in note and "not a finding" in note
+    assert _random_weights_note(dict(report, model="stable-diffusion-v1-5/stable-diffusion-v1-5"), "clip.cond") == ""
