@@ -81,7 +81,7 @@ def partition_curve(partition: dict, block: str, *, title: str | None = None, ot
     """What the UNet block `block` adds beyond CLIP at each step: its unique part (joint − CLIP) with its 95% interval
     and the shuffled-ratings null band; as companions CLIP's unique part (joint − block) and the shared part, and, as
     a second view of the same question, the residual probe (CLIP regressed out of the block within folds). others:
-    the other blocks' unique parts as thin grey lines. Height: 480 px with a title."""
+    the other blocks' unique parts as thin grey lines. Height: 540 px with a title."""
     parts = partition["blocks"][block]
     unique = parts["unet_unique"]
     xs = list(range(len(unique)))
@@ -124,11 +124,11 @@ def partition_curve(partition: dict, block: str, *, title: str | None = None, ot
                                  marker=dict(size=5), name=what,
                                  hovertemplate=[_hover(what, e) + "<extra></extra>" for e in parts[key]]))
     fig.add_hline(y=0, line=dict(color="#777", dash="dot", width=1.5))
-    height = figure_height(height, title, 480)
+    height = figure_height(height, title, 540)  # the legend below takes a row per entry on a phone
     fig.update_layout(template="plotly_white", font=dict(size=13), height=height, title=_title(title),
                       margin=dict(l=64, r=20, t=top_margin(title, 6), b=60), legend=legend_below(), hovermode="closest")
     fig.update_xaxes(title=STEP_AXIS, range=[-0.3, len(xs) - 0.7], dtick=max(1, len(xs) // 10))
-    fig.update_yaxes(title=f"difference in mean {partition.get('metric', 'r')} (held-out words)",
+    fig.update_yaxes(title=f"difference in mean {partition.get('metric', 'r')}",  # short: the plot is short on a phone
                      range=_y_range(values, "difference"))
     return fig
 
