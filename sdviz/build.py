@@ -180,7 +180,7 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
     """
     import torch
 
-    from . import analysis, maps, probes
+    from . import analysis, maps, probes, thesis
     from .bundle import save_bundle
     from .report import write_report
 
@@ -239,6 +239,9 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
         "missing": missing,
         "representations": reps,
     }
+    # what the UNet adds beyond CLIP, entanglement, and the findings as verdicts (issue 18): on the complete cases,
+    # with the same folds and permutations as every other number
+    report |= thesis.analyse_thesis({n: X[rows] for n, X in features.items()}, Y, report, timings=timings, **common)
     if config.automatic:  # reduced settings: report.html and the app's Report tab say so
         report["settings"] |= {"automatic": True, "steps": config.steps}
     out = Path(config.out) if config.out else bundle_dir(slug)

@@ -264,6 +264,7 @@ def validate_report(report, meta) -> None:
             _matrix(M, len(attributes), f"{where} \"pred_corr\" step {step}")
         if "0" not in rep["pred_corr"]:
             raise _Defect(f"{where} \"pred_corr\" has no step 0")
+    validate_thesis(report, len(attributes))
 
 
 def validate_steer_eval(doc) -> None:
@@ -283,6 +284,81 @@ def validate_steer_eval(doc) -> None:
             _require(row, {"target": "number", "others": "number", "random_target": "number"},
                      f"steer_eval.json \"summary\" of '{where}'")
             _all(row.values(), "number", f"steer_eval.json \"summary\" of '{where}'")
+
+
+VERDICTS = ("holds", "does not hold", "cannot tell at this precision")
+FINDING_IDS = ("clip_vs_unet", "domains", "steps")
+PARTS = ("block", "joint", "unet_unique", "clip_unique", "shared", "residual")
+FINDING_KEYS = {"id": "str", "title": "str", "sentence": "str", "value": "number", "ci": "list", "p": "number|null",
+                "verdict": "str", "baseline": "str"}
+
+
+def _pair(value, where: str, nullable: bool = False) -> None:
+    if nullable and value is None:
+        return
+    if not (isinstance(value, list) and len(value) == 2 and all(_is("number")(v) for v in value)):
+        raise _Defect(f"{where} is not a pair of numbers")
+
+
+def _estimate(est, where: str) -> None:
+    """{"value": number, "ci": [lo, hi], "null": [mean, sd] | null, "p": number | null}."""
+    _require(est, {"value": "number", "ci": "list", "null": "list|null", "p": "number|null"}, where)
+    _pair(est["ci"], f"{where} \"ci\"")
+    _pair(est["null"], f"{where} \"null\"", nullable=True)
+
+
+def _per_step(values, n_steps: int, where: str) -> None:
+    if not isinstance(values, list) or len(values) != n_steps:
+        raise _Defect(f"{where} is not one estimate per step ({n_steps})")
+    for k, est in enumerate(values):
+        _estimate(est, f"{where} step {k}")
+
+
+def _steps_of(report, name: str, where: str) -> int:
+    rep = report["representations"].get(name)
+    if rep is None:
+        raise _Defect(f"{where} names \"{name}\", which is not among the report's representations")
+    return len(rep["results"])
+
+
+def validate_thesis(report, n_attr: int) -> None:
+    """The optional keys of issue 18 (partition, entanglement, findings; shapes in `results`), when present."""
+    if "partition" in report:
+        part = report["partition"]
+        _require(part, {"clip": "str", "metric": "str", "method": "str", "clip_alone": "dict", "blocks": "dict"},
+                 "report.json \"partition\"")
+        _estimate(part["clip_alone"], "report.json \"partition\" \"clip_alone\"")
+        for name, block in part["blocks"].items():
+            where = f"report.json \"partition\" block \"{name}\""
+            n_steps = _steps_of(report, name, where)
+            _require(block, dict.fromkeys(PARTS, "list"), where)
+            for key in PARTS:
+                _per_step(block[key], n_steps, f"{where} \"{key}\"")
+    if "entanglement" in report:
+        ent = report["entanglement"]
+        _require(ent, {"human_offdiag": "number", "reps": "dict"}, "report.json \"entanglement\"")
+        for name, rep in ent["reps"].items():
+            where = f"report.json \"entanglement\" representation \"{name}\""
+            n_steps = _steps_of(report, name, where)
+            _require(rep, {"per_step": "bool", "rsa": "list", "offdiag": "list", "matrices": "list"}, where)
+            _per_step(rep["rsa"], n_steps, f"{where} \"rsa\"")
+            _per_step(rep["offdiag"], n_steps, f"{where} \"offdiag\"")
+            if not rep["matrices"] or len(rep["matrices"]) > n_steps:
+                raise _Defect(f"{where} \"matrices\" is empty or longer than its steps")
+            for matrix in rep["matrices"]:
+                if not (isinstance(matrix, list) and len(matrix) == n_attr and all(
+                        isinstance(row, list) and len(row) == n_attr and all(_is("number")(v) for v in row) for row in matrix)):
+                    raise _Defect(f"{where} \"matrices\" holds something that is not {n_attr} x {n_attr} numbers")
+    if "findings" in report:
+        found = report["findings"]
+        if not isinstance(found, list) or [f.get("id") if isinstance(f, dict) else None for f in found] != list(FINDING_IDS):
+            raise _Defect(f"report.json \"findings\" is not the three findings {', '.join(FINDING_IDS)} in this order")
+        for finding in found:
+            where = f"report.json finding \"{finding['id']}\""
+            _require(finding, FINDING_KEYS, where)
+            _pair(finding["ci"], f"{where} \"ci\"")
+            if finding["verdict"] not in VERDICTS:
+                raise _Defect(f"{where} has the verdict {finding['verdict']!r}, not one of {', '.join(VERDICTS)}")
 
 
 def load_bundle(path) -> Bundle:

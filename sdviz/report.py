@@ -7,6 +7,7 @@ Figures come from `plots`; the report's numbers are read through `results`.
 import html
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,28 @@ from .plots import (
     corr_heatmap,
     decoding_curve,
     disambiguation_curve,
+    entanglement_curve,
     group_bars,
+    partition_curve,
     separation_curve,
     steer_eval_figure,
     two_v_two_curve,
 )
-from .results import WORDFORM, best_per_step, first_result, knn_chance, null, reference_names, result, summary_rows
+from .results import (
+    WORDFORM,
+    best_per_step,
+    entanglement,
+    findings,
+    first_result,
+    knn_chance,
+    null,
+    partition,
+    random_weights,
+    reference_names,
+    result,
+    summary_rows,
+    wordform_value,
+)
 
 CAPTIONS = {
     "decoding": "A probe is a small linear model that reads the 65 human-rated attributes from a layer's activations; it is scored "
@@ -46,14 +63,37 @@ CAPTIONS = {
     "separation": "Are words of the same category (animals, tools, emotions, ...) neighbours in each layer's activations? "
                   "For every word, the 5 most similar words vote on its category; the line is how often they are right. "
                   "Falling lines mean categories collapse together as diffusion proceeds; the dotted line is chance.",
+    "partition": "Does the UNet know anything CLIP does not? Three probes are trained for each block and step: on what the "
+                 "UNet reads from CLIP alone, on the block alone, and on both together. The red line is what the block adds "
+                 "beyond CLIP: the score of both together minus CLIP's alone (mean r over attributes on held-out words), "
+                 "with its 95% interval shaded. The grey band is chance: what the same number gives with the ratings shuffled. A "
+                 "red line inside it means the block adds nothing CLIP lacks, at this precision. Dotted: a second view of "
+                 "the same question, the block's own probe after removing everything CLIP explains. Dashed: what CLIP "
+                 "adds beyond the block; dash-dot: what the two share. Thin grey lines: the other blocks.",
+    "entanglement": "Do the decoded attributes go together the way people's ratings do? At every step, the probes' "
+                    "guesses for held-out words give an attribute × attribute correlation pattern, as in the heatmaps. "
+                    "Top: how well that pattern matches the human one (RSA, the rank correlation of the two patterns; "
+                    "0 = unrelated, 1 = the same order), with its 95% interval and, in grey, chance: what shuffled ratings give. "
+                    "Bottom: how strongly attributes go together on average (mean |r| between two attributes); above the "
+                    "dotted human line the model ties attributes together more than people do. Dashed: CLIP, read once "
+                    "per prompt.",
 }
 HEADINGS = {
     "decoding": "Decoding human ratings, step by step", "groups": "Decoding by attribute domain",
     "disambiguation": "Telling attributes apart", "separation": "Do object categories stay apart?",
     "two_v_two": "Telling two words apart", "heatmaps_human": "Human ratings: how attributes go together",
     "steer_eval": "Steering: does only the target move?",
+    "partition": "What the UNet adds beyond CLIP, step by step", "entanglement": "Are attributes entangled like the humans'?",
+    "findings": "Findings",
 }
-ORDER = ["decoding", "groups", "disambiguation", "separation", "two_v_two", "heatmaps_human", "heatmaps_ref", "heatmaps_best"]
+ORDER = ["decoding", "partition", "groups", "disambiguation", "separation", "two_v_two", "heatmaps_human", "heatmaps_ref",
+         "heatmaps_best", "entanglement"]
+# Said once, where a bundle lacks what issue 18 added (built before it): what a rebuild shows, never an error.
+REBUILD = ("Rebuild this bundle (`python -m sdviz build`) to see the findings, what the UNet adds beyond CLIP and how "
+           "attributes entangle across steps: it was built before sdviz computed them.")
+RANDOM_FINDINGS = ("This model has random weights: these verdicts show how each test works, not what the paper "
+                   "claims. Read every number against what chance and word form alone give, beside it.")
+VERDICTS = {"holds": "✓ holds", "does not hold": "✗ does not hold", "cannot tell at this precision": "? cannot tell at this precision"}
 
 
 def _chance_text(report: dict, name: str, metric: str, chance: float | None) -> tuple[str, dict]:
@@ -100,7 +140,8 @@ def _trend_takeaway(report: dict, metric: str, unit: str, chance: float) -> tupl
     chance_text, values = _chance_text(report, best, metric, chance)
     text = (f"{label(best)}: {unit} {verb} from {first:.2f} at step 0 to {last:.2f} at {step_text(len(res) - 1, len(res))} "
             f"({chance_text}).")
-    return text, values | {f"{best}@0": first, f"{best}@{len(res) - 1}": last}
+    note, quoted = _random_note(report, metric, chance)
+    return text + note, values | quoted | {f"{best}@0": first, f"{best}@{len(res) - 1}": last}
 
 
 def _upper(matrix) -> np.ndarray:
@@ -112,7 +153,14 @@ def _heatmap_takeaway(report: dict, matrix, who: str) -> tuple[str, dict]:
     human, pred = _upper(report["human_corr"]), _upper(matrix)
     ok = np.isfinite(human) & np.isfinite(pred)
     r = pearson(human[ok], pred[ok]) if ok.sum() > 2 else 0.0
-    return f"{who}: its pattern matches the human one with r = {r:.2f} over attribute pairs (0 = unrelated).", {"pattern_r": r}
+    text, values = f"{who}: its pattern matches the human one with r = {r:.2f} over attribute pairs (0 = unrelated).", {"pattern_r": r}
+    wf = report["representations"].get(WORDFORM, {}).get("pred_corr", {}).get("0")
+    if random_weights(report) and wf is not None:
+        w = _upper(wf)
+        ok = np.isfinite(human) & np.isfinite(w)
+        values["wordform_pattern_r"] = v = pearson(human[ok], w[ok]) if ok.sum() > 2 else 0.0
+        text += f" Random weights: word form alone gives r = {v:.2f}."
+    return text, values
 
 
 def _human_takeaway(report: dict) -> tuple[str, dict]:
@@ -134,8 +182,103 @@ def _groups_takeaway(report: dict, name: str, step: int | None) -> tuple[str, di
     g = result(report, name, step)["group_r"]
     top, bottom = max(g, key=g.get), min(g, key=g.get)
     where = "" if step is None else f" at {step_text(step, report['steps'])}"
-    return (f"{label(name)}{where} decodes {top} best (r {g[top]:.2f}) and {bottom} worst (r {g[bottom]:.2f}); "
-            "chance is 0."), {top: g[top], bottom: g[bottom]}
+    text, values = (f"{label(name)}{where} decodes {top} best (r {g[top]:.2f}) and {bottom} worst (r {g[bottom]:.2f}); "
+                    "chance is 0."), {top: g[top], bottom: g[bottom]}
+    if random_weights(report) and WORDFORM in report["representations"]:
+        wf = result(report, WORDFORM)["group_r"]
+        text += f" Random weights: word form alone gives {top} r {wf[top]:.2f} and {bottom} r {wf[bottom]:.2f}."
+        values |= {f"wordform {top}": wf[top], f"wordform {bottom}": wf[bottom]}
+    return text, values
+
+
+def _estimate_text(e: dict, spec: str = "+.3f") -> tuple[str, dict]:
+    """'+0.012 [95% CI -0.010, +0.034] (shuffled ratings: +0.000 ± 0.011; p = 0.270)' and the numbers it quotes."""
+    text, values = f"{e['value']:{spec}} [95% CI {e['ci'][0]:{spec}}, {e['ci'][1]:{spec}}]", {
+        "value": e["value"], "ci_lo": e["ci"][0], "ci_hi": e["ci"][1]}
+    extra = []
+    if e.get("null"):
+        extra.append(f"shuffled ratings: {e['null'][0]:{spec}} ± {e['null'][1]:.3f}")
+        values |= {"null_mean": e["null"][0], "null_sd": e["null"][1]}
+    if e.get("p") is not None:
+        extra.append(f"p = {e['p']:.3f}")
+        values["p"] = e["p"]
+    return text + (f" ({'; '.join(extra)})" if extra else ""), values
+
+
+def partition_block(report: dict) -> str | None:
+    """The block the report's partition figure draws in colour: the best-decoding one, else the first."""
+    part = partition(report)
+    if not part or not part["blocks"]:
+        return None
+    best = best_per_step(report)
+    return best if best in part["blocks"] else next(iter(part["blocks"]))
+
+
+def _partition_takeaway(report: dict, block: str) -> tuple[str, dict]:
+    parts = partition(report)["blocks"][block]
+    last = len(parts["unet_unique"]) - 1
+    text, values = _estimate_text(parts["unet_unique"][last])
+    clip_unique = parts["clip_unique"][last]["value"]
+    out = (f"What {label(block)} adds to CLIP's mean r at {step_text(last, last + 1)}: {text}. CLIP adds "
+           f"{clip_unique:+.3f} beyond the block.")
+    values["clip_unique"] = clip_unique
+    if random_weights(report) and wordform_value(report, "mean_r") is not None:
+        wf = wordform_value(report, "mean_r")
+        out += (f" Random weights: word form alone decodes mean r {wf:.2f}, so anything above the shuffled band here "
+                "is word form, not meaning.")
+        values["wordform_mean_r"] = wf
+    return out, values
+
+
+def _spearman_upper(a, b) -> float:
+    """Spearman correlation of two matrices' upper triangles (ties ranked by order; for a takeaway's baseline)."""
+    x, y = _upper(a), _upper(b)
+    ok = np.isfinite(x) & np.isfinite(y)
+    rank = lambda v: np.argsort(np.argsort(v)).astype(float)  # noqa: E731
+    return pearson(rank(x[ok]), rank(y[ok])) if ok.sum() > 2 else 0.0
+
+
+def entanglement_names(report: dict) -> list[str]:
+    """The entanglement figure's lines: the best block (drawn with its interval and null band), then CLIP."""
+    reps = entanglement(report)["reps"]
+    per_step = [n for n, r in reps.items() if r["per_step"]]
+    best = best_per_step(report)
+    first = best if best in per_step else (per_step[0] if per_step else None)
+    clip = (partition(report) or {}).get("clip", "clip.cond")
+    once = [clip] if clip in reps else [n for n, r in reps.items() if not r["per_step"]][:1]
+    return [n for n in [first, *once] if n]
+
+
+def _entanglement_takeaway(report: dict, name: str) -> tuple[str, dict]:
+    ent = entanglement(report)
+    rep = ent["reps"][name]
+    last = len(rep["rsa"]) - 1
+    where = f" at {step_text(last, last + 1)}" if rep["per_step"] else ""
+    rsa_text, values = _estimate_text(rep["rsa"][last], ".2f")
+    off, human = rep["offdiag"][last], ent["human_offdiag"]
+    lo, hi = off["ci"]
+    verdict = ("more than people's" if lo > human else "less than people's" if hi < human
+               else "about as much as people's, within its interval")
+    text = (f"{label(name)}{where} matches the humans' pattern of attributes with RSA {rsa_text}. Its attributes go "
+            f"together with mean |r| {off['value']:.2f} [95% CI {lo:.2f}, {hi:.2f}] against {human:.2f} in the human "
+            f"ratings: {verdict}.")
+    values |= {"offdiag": off["value"], "offdiag_lo": lo, "offdiag_hi": hi, "human_offdiag": human}
+    wf = report["representations"].get(WORDFORM, {}).get("pred_corr", {}).get("0")
+    if random_weights(report) and wf is not None:
+        v = _spearman_upper(wf, report["human_corr"])
+        text += f" Random weights: word form alone matches the human pattern with a rank correlation of {v:.2f}."
+        values["wordform_rsa"] = v
+    return text, values
+
+
+def _random_note(report: dict, metric: str, chance: float) -> tuple[str, dict]:
+    """On a random-weight model, beside a number: ' Random weights: chance gives 0.5 and word form alone 0.53.'"""
+    if not random_weights(report):
+        return "", {}
+    wf = wordform_value(report, metric)
+    if wf is None:
+        return f" Random weights: chance gives {chance:g}.", {"chance": chance}
+    return f" Random weights: chance gives {chance:g} and word form alone {wf:.2f}.", {"chance": chance, "wordform": wf}
 
 
 def report_items(report: dict, *, for_app: bool = False) -> list[dict]:
@@ -150,6 +293,10 @@ def report_items(report: dict, *, for_app: bool = False) -> list[dict]:
     # key -> (heading, figure(title), (takeaway, values)); figures are drawn in reading order, once numbered
     plan = {"decoding": (HEADINGS["decoding"], lambda t: decoding_curve(report, title=t),
                          _curve_takeaway(report, "mean_r", "mean r", 0.0))}
+    block = partition_block(report)
+    if block:
+        plan["partition"] = (HEADINGS["partition"], lambda t: partition_curve(partition(report), block, title=t),
+                             _partition_takeaway(report, block))
     names = refs[:2] + ([best] if best else [])
     steps = [None] * len(refs[:2]) + ([len(reps[best]["results"]) - 1] if best else [])
     plan["groups"] = (HEADINGS["groups"], lambda t: group_bars(report, names, steps, title=t, tick_angle=None if for_app else -35),
@@ -175,6 +322,10 @@ def report_items(report: dict, *, for_app: bool = False) -> list[dict]:
         where = step_text(int(last), report["steps"])
         plan["heatmaps_best"] = (f"Decoded from {short(best)}, {where}", lambda t: corr_heatmap(pc[last], attrs, t, groups=groups),
                                  _heatmap_takeaway(report, pc[last], f"Decoded from {label(best)} at {where}"))
+    if entanglement(report) and entanglement_names(report):
+        lines = entanglement_names(report)
+        plan["entanglement"] = (HEADINGS["entanglement"], lambda t: entanglement_curve(entanglement(report), lines, title=t),
+                                _entanglement_takeaway(report, lines[0]))
     items, first_map = [], None
     for key in [k for k in ORDER if k in plan]:
         number = len(items) + 1
@@ -204,9 +355,25 @@ def _null(res: dict, metric: str, chance: float) -> str:
     return f"{shuffled[0]:.2f} ± {shuffled[1]:.2f}" if shuffled else f"{chance:g}"
 
 
+def _p_cell(report: dict, p: float | None) -> str:
+    """p, and where it is the smallest the shuffles allow (1/(1 + m)), a note saying so: it is a floor, not a finding."""
+    m = report["settings"].get("permutations")
+    if p is None or not m or abs(p - 1 / (1 + m)) > 1e-9:
+        return _fmt(p)
+    return f"{_fmt(p)}<br><small>the smallest p {m} shuffles allow</small>"
+
+
 def summary_table_html(report: dict) -> str:
-    """Per representation: human name and id, best step, mean r [CI], 2v2, p, disambiguation, each with its chance level."""
+    """Per representation: human name and id, best step, mean r [CI], 2v2, p, disambiguation, each with its chance level;
+    on a random-weight model each chance cell also says what word form alone gives."""
     S = report.get("steps")
+    random = random_weights(report)
+
+    def chance(res: dict, metric: str, level: float) -> str:
+        text = _null(res, metric, level)
+        wf = wordform_value(report, metric) if random else None
+        return text if wf is None else f"{text}<br><small>word form alone {wf:.3f}</small>"
+
     rows = []
     for r in summary_rows(report):
         res = result(report, r["name"], r["step"])
@@ -215,9 +382,9 @@ def summary_table_html(report: dict) -> str:
         rows.append(
             f"<tr><td class='name'>{html.escape(label(r['name']))}<br><code>{html.escape(r['name'])}</code></td><td>{step}</td>"
             f"<td><b>{r['mean_r']:+.3f}</b><br><small>[{ci[0]:+.3f}, {ci[1]:+.3f}]</small></td>"
-            f"<td>{_null(res, 'mean_r', 0.0)}</td><td>{_fmt(r['p_mean_r'])}</td>"
-            f"<td>{r['two_v_two']:.3f}</td><td>{_null(res, 'two_v_two', 0.5)}</td>"
-            f"<td>{r['disambiguation']:.3f}</td><td>{_null(res, 'disambiguation', 0.5)}</td></tr>")
+            f"<td>{chance(res, 'mean_r', 0.0)}</td><td>{_p_cell(report, r['p_mean_r'])}</td>"
+            f"<td>{r['two_v_two']:.3f}</td><td>{chance(res, 'two_v_two', 0.5)}</td>"
+            f"<td>{r['disambiguation']:.3f}</td><td>{chance(res, 'disambiguation', 0.5)}</td></tr>")
     return ("<table><thead><tr><th>representation</th><th>best step</th><th>mean r<br><small>[95% CI, folds]</small></th>"
             "<th>chance r</th><th>p of mean r<br><small>(shuffled ratings)</small></th><th>2v2</th><th>chance 2v2</th>"
             "<th>attribute<br>disambiguation</th><th>chance</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
@@ -231,6 +398,31 @@ SOURCES_NOTE = ("<p class='settings'><b>Two tests, two questions.</b> The 95% CI
                 "words and ratings? Near the edge they can disagree (a CI just crossing 0 beside p just under 0.05); "
                 "read a score as clearly above chance only when both agree.</p>")
 
+
+def verdict_class(verdict: str) -> str:
+    """The CSS class of a verdict's badge: holds, fails, unsure."""
+    return {"holds": "holds", "does not hold": "fails"}.get(verdict, "unsure")
+
+
+def findings_html(report: dict) -> str:
+    """The Findings section at the top of report.html: each finding's title, its sentence with the bundle's own numbers,
+    its verdict as a badge, and beside it what chance and word form alone give; or one line saying to rebuild."""
+    found = findings(report)
+    if not found:
+        rebuild = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(REBUILD))
+        return f"<section id='findings'><h2>{HEADINGS['findings']}</h2><p class='rebuild'>{rebuild}</p></section>"
+    cards = []
+    for f in found:
+        verdict = str(f["verdict"])
+        cards.append(
+            f"<div class='finding'><div class='claim'><span class='verdict {verdict_class(verdict)}'>"
+            f"{html.escape(VERDICTS.get(verdict, verdict))}</span> <b>{html.escape(str(f['title']))}</b>"
+            f"<p>{html.escape(str(f['sentence']))}</p></div>"
+            f"<p class='baseline'><b>Chance and word form alone:</b> {html.escape(str(f['baseline']))}</p></div>")
+    random = f"<p class='warn'>{html.escape(RANDOM_FINDINGS)}</p>" if random_weights(report) else ""
+    return (f"<section id='findings'><h2>{HEADINGS['findings']}</h2>{random}<p>The paper's three findings, each tested on "
+            "this bundle's own numbers: <i>holds</i> and <i>does not hold</i> where the 95% interval decides, <i>cannot "
+            "tell at this precision</i> where it does not.</p>" + "".join(cards) + "</section>")
 
 
 
@@ -276,18 +468,27 @@ def report_html(report: dict, meta: dict, steer_eval: dict | None = None) -> str
     warning = ("<p class='warn'><b>Demo model with random weights:</b> these numbers show the machinery, not real semantics. "
                "Random networks still encode word form (length, shared sub-word tokens), so expect numbers near the "
                "<i>word length alone</i> row (<code>baseline.wordform</code>), not exactly zero; trained encoders sit far above it.</p>"
-               ) if meta.get("model") == "tiny" else ""
+               ) if meta.get("model") == "tiny" or random_weights(report) else ""
     auto = ("<p class='warn'>Built with reduced settings for the app's automatic first build: fewer shuffles "
             "than a full build, so the CIs and p-values are rougher.</p>") if s.get("automatic") else ""
     steps = report["steps"]
+    part = partition(report)
+    method = (f" What the UNet adds beyond CLIP (against <code>{html.escape(str(part.get('clip', '')))}</code>): "
+              f"{html.escape(str(part.get('method', '')))}.") if part else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>sdviz report: {html.escape(str(report['model']))}</title>
 <style>body{{font-family:system-ui,sans-serif;font-size:16px;line-height:1.5;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 .caption{{font-size:16px;color:#333;margin:.3em 0 2.8em}}.takeaway{{font-size:17px;font-weight:600;margin:1.6em 0 .2em}}
 table{{border-collapse:collapse;font-size:15px;display:block;overflow-x:auto}}td,th{{border-bottom:1px solid #ddd;padding:6px 10px;text-align:right;vertical-align:top}}
 td.name,th:first-child{{text-align:left}}td:not(.name){{white-space:nowrap}}code{{font-size:13px;color:#555}}.warn{{background:#fff3cd;padding:.6em .9em;border-radius:4px}}
-.settings{{font-size:15px;color:#333}}</style></head>
+.settings{{font-size:15px;color:#333}}
+.finding{{display:flex;flex-wrap:wrap;gap:.2em 1.6em;border-top:1px solid #ddd;padding:.7em 0}}.claim{{flex:3 1 20em}}.claim p{{margin:.3em 0 0}}
+.baseline{{flex:2 1 14em;margin:0;font-size:15px;color:#444;background:#f6f6f6;padding:.4em .7em;border-radius:4px;align-self:flex-start}}
+.verdict{{display:inline-block;font-weight:700;font-size:14px;padding:.1em .6em;border-radius:1em;color:#fff;white-space:nowrap}}
+.verdict.holds{{background:#1e7b34}}.verdict.fails{{background:#b3261e}}.verdict.unsure{{background:#666}}
+.rebuild{{font-style:italic;color:#444}}</style></head>
 <body><h1>sdviz report: {html.escape(str(report['model']))}</h1>{warning}{auto}
+{findings_html(report)}
 <p>{report['n_words']} words of {html.escape(report['dataset'])}, {len(report['attributes'])} human-rated attributes,
 {steps} denoising steps (step 0 = pure noise, step {steps - 1} = the finished image). Chance levels are given next to every
 number: r 0, 2v2 0.5, attribute disambiguation 0.5 (where the report holds them, the mean ± sd of the same number with the
@@ -296,7 +497,7 @@ ratings shuffled).</p>
 <p class='settings'><b>Settings.</b> Ridge probes, {s['folds']}-fold cross-validation over words (standardisation and
 penalty fitted inside training folds), 95% intervals from the folds with refitting included (docs/methods.md), {s['permutations']} shuffles of
 word&harr;rating pairs for p-values, seed {s.get('seed', 0)}, prompt template <code>{html.escape(str(s.get('template', '')))}</code>.
-Category separation: {s.get('knn_k', 5)} nearest neighbours (cosine).</p>
+Category separation: {s.get('knn_k', 5)} nearest neighbours (cosine).{method}</p>
 <h2>Figures</h2>
 {''.join(parts)}{steer_eval_html(steer_eval, len(items) + 1) if steer_eval else ''}</body></html>"""
 

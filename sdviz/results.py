@@ -10,6 +10,8 @@ numbers per step; a single one for a once-per-prompt representation], "pred_corr
 import numpy as np
 
 from .analysis import WORDFORM
+from .bundle import FINDING_IDS, VERDICTS  # noqa: F401  (the contract's constants, checked by bundle)
+from .config import TINY_MODELS
 
 MAIN_ONCE = ("clip.pooled", "clip.mean", "text.embedding")  # once-per-prompt representations always drawn as references
 
@@ -79,3 +81,41 @@ def summary_rows(report: dict) -> list[dict]:
         rows.append({"name": name, "step": best if rep["per_step"] else None, **{k: res.get(k) for k in (
             "mean_r", "mean_r_ci", "two_v_two", "p_mean_r", "p_two_v_two", "disambiguation", "knn_accuracy", "silhouette")}})
     return rows
+
+
+# -- what the UNet adds beyond CLIP, entanglement, findings (issue 18; docs/methods.md) ----------------------
+# Each key is optional: bundles built before it lack it, and a reader then says "rebuild this bundle to see …".
+# An "estimate" is {"value": float, "ci": [lo, hi], "null": [mean, sd] | None, "p": float | None}; per-step
+# quantities are lists of estimates indexed like report["representations"][name]["results"].
+
+
+def partition(report: dict) -> dict | None:
+    """report["partition"]: {"clip", "metric", "method", "clip_alone": estimate, "blocks": {block: {"block",
+    "joint", "unet_unique", "clip_unique", "shared", "residual": [estimate per step]}}}, or None."""
+    return report.get("partition")
+
+
+def entanglement(report: dict) -> dict | None:
+    """report["entanglement"]: {"human_offdiag": float, "reps": {name: {"per_step", "rsa": [estimate per step],
+    "offdiag": [estimate per step], "matrices": [A x A per step]}}}, or None."""
+    return report.get("entanglement")
+
+
+def findings(report: dict) -> list[dict] | None:
+    """report["findings"]: three dicts ("clip_vs_unet", "domains", "steps", in this order) with "id", "title",
+    "sentence", "value", "ci", "p", "verdict" (one of VERDICTS) and "baseline", or None."""
+    return report.get("findings")
+
+
+def random_weights(report: dict) -> bool:
+    """Whether the report's model has random weights (a built-in tiny stand-in or a `--random-init` encoder): its
+    numbers show the machinery, never a finding, and every page says what chance and word form alone give."""
+    model = str(report.get("model", ""))
+    return model in TINY_MODELS or model.startswith("random-init:")
+
+
+def wordform_value(report: dict, metric: str, step: int | None = None) -> float | None:
+    """What word form alone gives for `metric` (the baseline.wordform probe's number), or None where not reported."""
+    if WORDFORM not in report["representations"]:
+        return None
+    return result(report, WORDFORM, step).get(metric)

@@ -46,6 +46,24 @@ def _dataset_attributes_wrong(meta):
     return meta
 
 
+def _thesis(key: str, change):
+    """Change report.json's optional issue-18 key `key` (partition, entanglement, findings) in place."""
+    def edit(report):
+        report[key] = change(report[key])
+        return report
+
+    return edit
+
+
+def _first_block(change):
+    def edit(partition):
+        block = next(iter(partition["blocks"].values()))
+        change(block)
+        return partition
+
+    return edit
+
+
 DAMAGE = [
     ("meta.json is {}", _write("meta.json", b"{}"), r"bundle_version None.*rebuild it"),
     ("meta.json is a list", _write("meta.json", b"[1, 2]"), r"bundle_version None|not a JSON object"),
@@ -65,6 +83,15 @@ DAMAGE = [
      r"report.json \"representations\" is not an object"),
     ("report.json mean_r is text", _edit("report.json", _first_result(_set("mean_r", "high"))), r"\"mean_r\" is not a number"),
     ("report.json result without r", _edit("report.json", _first_result(_without("r"))), r"has no \"r\""),
+    ("partition step list too short", _edit("report.json", _thesis("partition", _first_block(lambda b: b["unet_unique"].pop()))),
+     r"\"unet_unique\" is not one estimate per step"),
+    ("partition estimate without ci", _edit("report.json", _thesis("partition", lambda p: {**p, "clip_alone": {"value": 0.1}})),
+     r"\"clip_alone\" has no \"ci\""),
+    ("entanglement matrix of the wrong size", _edit("report.json", _thesis("entanglement", lambda e: {
+        **e, "reps": {n: {**r, "matrices": [[[0.5]]]} for n, r in e["reps"].items()}})), r"\"matrices\" holds something that is not"),
+    ("findings in another order", _edit("report.json", _thesis("findings", lambda f: f[::-1])), r"not the three findings"),
+    ("finding with an unknown verdict", _edit("report.json", _thesis("findings", lambda f: [{**f[0], "verdict": "proven"}, *f[1:]])),
+     r"verdict 'proven', not one of"),
     ("report.json missing", lambda path: (Path(path) / "report.json").unlink(), r"damaged \(.*report.json.*\); rebuild it"),
     ("probes.safetensors garbage", _write("probes.safetensors", b"\x00" * 64), r"probes.safetensors.*damaged"),
     ("probes.safetensors missing", lambda path: (Path(path) / "probes.safetensors").unlink(), r"probes.safetensors.*damaged"),

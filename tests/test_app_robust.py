@@ -80,7 +80,7 @@ def test_two_apps_in_one_process_share_nothing(tiny_bundle, subset_csv, tmp_path
     bad_run = list(bad.generate("a photo of a dog", 0, 2, 7.5, None, "domain means"))[-1]
     assert set(good_run[6][-1]["decoded"]) >= {"clip.pooled", "unet.mid"} and bad_run[6][-1]["decoded"] == {}
     assert good.step_seconds is not None and bad.step_seconds is not None  # each measures its own runs
-    assert good.render_report()[0].startswith("**") and bad.render_report()[0] == f"*{bad.bundle_note}*"
+    assert good.render_report()[0].startswith("### Findings") and bad.render_report()[0] == f"*{bad.bundle_note}*"
 
 
 def test_two_builds_at_once_each_see_their_own_progress_bars():

@@ -150,9 +150,9 @@ def _numbers(text: str) -> list[float]:
 def test_report_items_are_numbered_captioned_and_quote_only_the_reports_numbers(report):
     items = report_items(report)
     keys = [it["key"] for it in items]
-    assert keys == ["decoding", "groups", "disambiguation", "separation", "two_v_two", "heatmaps_human", "heatmaps_ref",
-                    "heatmaps_best"]
-    assert [it["number"] for it in items] == list(range(1, 9))
+    assert keys == ["decoding", "partition", "groups", "disambiguation", "separation", "two_v_two", "heatmaps_human",
+                    "heatmaps_ref", "heatmaps_best", "entanglement"]
+    assert [it["number"] for it in items] == list(range(1, 11))
     for it in items:
         _no_webgl(it["figure"])
         assert it["figure"].layout.title.text.startswith(f"Figure {it['number']}. ") and it["title"] == html_unescape(
@@ -182,7 +182,7 @@ def test_report_items_are_numbered_captioned_and_quote_only_the_reports_numbers(
     assert label(best) in decoding["takeaway"] and label(clip) in decoding["takeaway"]
     winner = label(clip) if reps[clip]["results"][0]["mean_r"] > reps[best]["results"][-1]["mean_r"] else label(best)
     assert decoding["takeaway"].startswith(winner)
-    groups = items[1]
+    groups = next(it for it in items if it["key"] == "groups")
     res = reps[best]["results"][-1]["group_r"]
     top = max(res, key=res.get)
     assert f"decodes {top} best (r {res[top]:.2f})" in groups["takeaway"]

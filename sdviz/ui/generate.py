@@ -200,6 +200,20 @@ def errors_as_gr(fn):
     return wrapper
 
 
+def _random_weights_note(report: dict, clip_name: str) -> str:
+    """Beside the agreement numbers of a random-weight model: what chance and word form alone give, so that nobody
+    takes them for a finding (empty for a trained model)."""
+    from ..results import random_weights, result, wordform_value
+
+    if not random_weights(report):
+        return ""
+    wf = wordform_value(report, "mean_r")
+    form = "" if wf is None else (f"; word form alone decodes the ratings with mean r {wf:+.2f} over the dataset's words, "
+                                  f"{md(label(clip_name))} {result(report, clip_name)['mean_r']:+.2f}")
+    return (f"  \n*Random weights: chance gives r 0{form}. Both read the form of the word, not its meaning: this agreement "
+            "is not a finding.*")
+
+
 class GenerateHandlers:
     """The Generate tab's handlers: a part of `ui.app.App` (self is the app; its state is `state.AppState`)."""
 
@@ -278,6 +292,7 @@ class GenerateHandlers:
             human = f", with the human ratings r = {to_human[k]:+.2f}" if to_human else ""
             takeaway = (f"**At {step_text(h['step'], h['steps'])}, the {md(label(block))} agrees with CLIP's reading at "
                         f"r = {to_clip[k]:+.2f}**{human} (1 = the same profile, 0 = unrelated).")
+            takeaway += _random_weights_note(bundle.report, self.clip_name)
         return image, counter, takeaway, gr.update(value=bars, visible=True), closeness, HIDDEN
 
     # -- streaming to the page and to the API -----------------------------------------------------------

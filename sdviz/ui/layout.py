@@ -89,7 +89,7 @@ class Page:
     map_block: gr.Dropdown
     recorded: gr.Dataset
     map_caption: gr.Markdown
-    report: list  # the Report tab's intro, then each slot's caption and figure, as ReportHandlers.render_report lists them
+    report: list  # the Report tab's intro, each slot's caption and figure, then the panel's four (ReportHandlers.render_report)
     build_box: gr.HTML
     seen: gr.State  # the version of the app this page last showed
     timer: gr.Timer
@@ -254,11 +254,20 @@ def build_page(app) -> gr.Blocks:
                 for i in range(r.REPORT_SLOTS):
                     report_parts += [gr.Markdown(visible=False, elem_id=f"report-caption-{i}"),
                                      gr.Plot(show_label=False, visible=False, elem_id=f"report-fig-{i}")]
+                # the panel: one representation, what it adds beyond CLIP and its attribute matrix over the steps
+                thesis_note = gr.Markdown(visible=False, elem_id="thesis-note")
+                thesis_choice = gr.Dropdown([], label="Part of the UNet", visible=False, elem_id="thesis-choice", min_width=260)
+                thesis_partition = gr.Plot(show_label=False, visible=False, elem_id="thesis-partition")
+                thesis_matrix_note = gr.Markdown(visible=False, elem_id="thesis-matrix-note")
+                with gr.Row():  # side by side on a wide screen, one above the other on a phone
+                    thesis_matrix = gr.Plot(show_label=False, visible=False, elem_id="thesis-matrix", min_width=320)
+                    thesis_human = gr.Plot(show_label=False, visible=False, elem_id="thesis-human", min_width=320)
+                thesis_parts = [thesis_choice, thesis_note, thesis_partition, thesis_matrix_note, thesis_matrix, thesis_human]
             explore.add_tabs(app, dict(concurrency_id="gpu", concurrency_limit=1), none)  # Steer, Compare, CLIP layers
 
         timer = gr.Timer(0.5)
         app.page = Page(banner, details, status, run, block, hint, map_block, recorded, map_caption,
-                        [report_intro, *report_parts], build_box, seen, timer)
+                        [report_intro, *report_parts, *thesis_parts], build_box, seen, timer)
         timer.tick(app.poll, seen, app.page.components(), show_progress="hidden", **direct)
         demo.load(app.poll, seen, app.page.components(), show_progress="hidden", **direct)
 
@@ -294,6 +303,8 @@ def build_page(app) -> gr.Blocks:
         for trigger in (map_block.change, maps_tab.select):
             trigger(app.render_maps, map_inputs, map_out, **direct)
         unet_map.change(None, unet_map, None, js=m.ADD_FRAMES_JS, queue=False)  # Gradio's Plot drops plotly frames
+        thesis_choice.input(app.render_thesis, thesis_choice, thesis_parts, **none)
+        thesis_matrix.change(None, thesis_matrix, None, js=m.add_frames_js("thesis-matrix"), queue=False)
 
         # a recorded example replays on the CPU beside generation, a few at once, never in the GPU queue
         replay_event = recorded.click(app.replay, [recorded, block, view], outputs + [prompt, seed, steps],

@@ -109,13 +109,15 @@ class MapsHandlers:
         return clip_fig, unet_fig, sep, caption
 
 
-# Gradio's Plot hands plotly only data and layout (Plotly.react), so the animation's frames are added here, in the
+# Gradio's Plot hands plotly only data and layout (Plotly.react), so an animation's frames are added here, in the
 # page, from the figure's own JSON: Play then moves the points. Old frames (another block) are removed first.
-ADD_FRAMES_JS = """(value) => {
+def add_frames_js(elem_id: str) -> str:
+    """The page's JavaScript that gives the plot with this elem_id its figure's animation frames."""
+    return """(value) => {
     const fig = value && value.plot ? JSON.parse(value.plot) : null;
     if (!fig || !fig.frames || !fig.frames.length) return [];
     const attach = (tries) => {
-        const div = document.querySelector('#unet-map .js-plotly-plot');
+        const div = document.querySelector('#ELEM .js-plotly-plot');
         if (!div || !div._fullLayout || !window.Plotly) { if (tries > 0) setTimeout(() => attach(tries - 1), 100); return; }
         const old = ((div._transitionData || {})._frames || []).map((_, i) => i);
         Promise.resolve(old.length ? window.Plotly.deleteFrames(div, old) : null)
@@ -123,4 +125,7 @@ ADD_FRAMES_JS = """(value) => {
     };
     attach(100);
     return [];
-}"""
+}""".replace("ELEM", elem_id)
+
+
+ADD_FRAMES_JS = add_frames_js("unet-map")
