@@ -6,6 +6,8 @@
     python -m sdviz.bench classroom [--model tiny] --bundle PATH [-n 10]
     python -m sdviz.bench build     [--model tiny] [--ratings CSV] [--v01-maps]
     python -m sdviz.bench coverage  [--ratings CSV] [--seeds 400]
+    python -m sdviz.bench scale     [--model full-sd15] [--size 256] [--words 8,16,24] [--steps 2,3] [--out DIR]
+    python -m sdviz.bench gpu       --out DIR [--device cuda|cpu] [--quick]
 """
 
 import argparse
@@ -469,12 +471,15 @@ def main(argv=None) -> int:
     cl.add_argument("--bundle", default=os.environ.get("SDVIZ_BUNDLE"))
     cl.add_argument("--visitors", "-n", type=int, default=10)
     cl.add_argument("--timeout", type=float, default=240)
+    from .benchscale import add_commands
+
+    scale_commands = add_commands(sub)  # scale, gpu (benchscale.py)
     args = parser.parse_args(argv)
     from .errors import SdvizError
 
     try:
         {"capture": bench_capture, "probes": bench_probes, "app": bench_app, "classroom": bench_classroom,
-         "build": bench_build, "coverage": bench_coverage}[args.what](args)
+         "build": bench_build, "coverage": bench_coverage, **scale_commands}[args.what](args)
     except SdvizError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
