@@ -21,7 +21,7 @@ import torch
 from .config import DEFAULT_MODEL, DEFAULT_SCHEDULER, FULL_MODELS, SAFETY_CHECKER_ID, TINY_MODEL, TINY_MODELS
 from .errors import SdvizError
 from .families import SDXL, SUPPORTED, detect
-from .hub import offline, on_space
+from .hub import canonical_model_id, offline, on_space
 from .standins import ensure_full_standin
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,8 @@ def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, sc
             return pipe
     else:
         pipe, family = _load_real(model, torch_dtype, scheduler)
-        info = ModelInfo(model, False, device, str(torch_dtype).removeprefix("torch."), scheduler, family=family.key)
+        # the canonical id: the same folder however it was written is one model for bundles, caches and recorded runs
+        info = ModelInfo(canonical_model_id(model), False, device, str(torch_dtype).removeprefix("torch."), scheduler, family=family.key)
 
     pipe = pipe.to(device)  # dtype was set at load time (from_pretrained's dtype; tiny is float32)
     pipe.set_progress_bar_config(disable=True)
