@@ -339,7 +339,7 @@ def paper_unit_costs(ratings: str | None, widths: list[int], *, permutations: in
 
 def project(builds: list[dict], exponents: dict, unit: dict | None, load_s: float, plain_denoiser_per_prompt_step: float,
             gpu_per_prompt_step: float, gpu_source: str) -> dict:
-    """Paper-scale time per stage, on this machine's CPU and on one GPU.
+    """Paper-scale time per stage, on this machine (its CPU, or its GPU on CUDA) and on one GPU.
 
     extract: the largest build's seconds per prompt x step, times 434 x 50. cross-validate, metrics, nulls, fit:
     measured per representation x step at paper scale (`paper_unit_costs`) times the build's representations x 50
@@ -379,9 +379,9 @@ def project(builds: list[dict], exponents: dict, unit: dict | None, load_s: floa
     gpu = dict(cpu) | {"extract": gpu_per_prompt_step * W * S}
     denoiser = plain_denoiser_per_prompt_step * W * S
     return {"paper": PAPER, "reference_build": {"words": ref["words"], "steps": ref["steps"]},
-            "cpu_s": cpu, "gpu_s": gpu, "by_exponents_s": by_exponent, "method": method,
-            "cpu_total_s": sum(cpu.values()), "gpu_total_s": sum(gpu.values()), "gpu_source": gpu_source,
-            "cpu_denoiser_s": denoiser, "cpu_non_denoiser_share": 1 - denoiser / sum(cpu.values())}
+            "here_s": cpu, "gpu_s": gpu, "by_exponents_s": by_exponent, "method": method,
+            "here_total_s": sum(cpu.values()), "gpu_total_s": sum(gpu.values()), "gpu_source": gpu_source,
+            "here_denoiser_s": denoiser, "here_non_denoiser_share": 1 - denoiser / sum(cpu.values())}
 
 
 def _hms(seconds: float) -> str:
@@ -437,8 +437,11 @@ def print_report(data: dict) -> None:
               f"decode {a['decode_ms'] or 0:.1f} ms, PNG {a['png_ms']:.1f} ms ({a['png_bytes'] / 1024:.0f} KiB)")
     s = data.get("share")
     if s:
+        paper = f"; projected at paper scale: {s['paper']:.1%}" if "paper" in s else ""
         print(f"non-denoiser share of the largest build: {s['measured']:.1%} measured at {s['words']} words x {s['steps']} "
-              f"steps (goal <= 10%); projected at paper scale: {s['paper']:.1%}")
+              f"steps (goal <= 10%){paper}")
+    for name, error in data["errors"].items():
+        print(f"FAILED {name}: {error}")
     mem = data.get("memory", {})
     print(f"peak host memory: {mem.get('host_peak_bytes', 0) / 2**30:.2f} GiB"
           + (f", device {mem['device_peak_bytes'] / 2**30:.2f} GiB" if "device_peak_bytes" in mem else ""))
@@ -446,10 +449,11 @@ def print_report(data: dict) -> None:
     if p:
         print(f"\nprojected paper-scale build ({p['paper']['words']} nouns x {p['paper']['steps']} steps x "
               f"{p['paper']['permutations']} permutations, {data['size']} px)")
-        print(f"  {'stage':<15}{'CPU (here)':>12}{'one GPU':>12}  how")
+        print(f"  here: {p['here']}; on one GPU only the extraction changes (the analysis runs on the CPU either way)")
+        print(f"  {'stage':<15}{'here':>12}{'one GPU':>12}  how")
         for stage in STAGES:
-            print(f"  {stage:<15}{_hms(p['cpu_s'][stage]):>12}{_hms(p['gpu_s'][stage]):>12}  {p['method'][stage]}")
-        print(f"  {'total':<15}{_hms(p['cpu_total_s']):>12}{_hms(p['gpu_total_s']):>12}")
+            print(f"  {stage:<15}{_hms(p['here_s'][stage]):>12}{_hms(p['gpu_s'][stage]):>12}  {p['method'][stage]}")
+        print(f"  {'total':<15}{_hms(p['here_total_s']):>12}{_hms(p['gpu_total_s']):>12}")
         print(f"  GPU extraction from: {p['gpu_source']}")
 
 
@@ -475,10 +479,12 @@ def section(data: dict, name: str):
 
 
 def measure(args, *, words_sizes: list[int], steps_sizes: list[int], out_name: str) -> dict:
-    """Everything `scale` and `gpu` share: load, the builds over words and steps, capture/plain, extraction vs
-    plain batched, the app's step, width growth, paper unit costs, the projection. JSON after every section."""
+    """Everything `scale` and `gpu` share: load, the builds over words and steps, extraction vs plain batched,
+    capture/plain, the app's step, width growth, paper unit costs, the projection. The JSON is written after every
+    section; a section that fails is recorded in data['errors'] and the next one runs."""
     import torch
 
+    from . import maps
     from .extract import auto_batch_size
     from .models import load_pipeline
     from .ratings import fill_template, load_ratings
@@ -499,51 +505,45 @@ def measure(args, *, words_sizes: list[int], steps_sizes: list[int], out_name: s
         folds = min(PAPER["folds"], min(words_sizes))
         csvs = {n: word_subset(args.ratings, n, work) for n in sorted(set(words_sizes))}
         grid = sorted({(w, min(steps_sizes)) for w in words_sizes} | {(min(words_sizes), s) for s in steps_sizes})
+        save()
         with at_size(pipe, data["size"]):
-            from . import maps
-
             say("warming up UMAP's compiler (not timed in any stage)")
             maps.build_maps({"x": torch.randn(20, 1, 8, generator=torch.Generator().manual_seed(0))}, ["x"], progress=False)
             for w, s in grid:
                 say(f"build: {w} words x {s} steps x {args.permutations} permutations")
-                data["builds"].append(timed_build(pipe, csvs[w][0], w, s, permutations=args.permutations, folds=folds,
-                                                  guidance=args.guidance, work=work, batch_size=args.batch))
+                with section(data, f"build {w}x{s}"):
+                    data["builds"].append(timed_build(pipe, csvs[w][0], w, s, permutations=args.permutations,
+                                                      folds=folds, guidance=args.guidance, work=work, batch_size=args.batch))
                 save()
-            ref = max(data["builds"], key=lambda b: (b["words"] * b["steps"], b["words"]))
-            template = load_ratings(csvs[ref["words"]][0]).template  # the build's own prompts
-            prompts = [fill_template(template, w) for w in csvs[ref["words"]][1]]
-            batch = args.batch or auto_batch_size(device)
-            say(f"plain batched diffusers on the same {len(prompts)} prompts")
-            with denoiser_clock(pipe) as clock:
-                plain_s = timed(lambda: plain_latents(pipe, prompts, ref["steps"], args.guidance, batch), device)
-            data["extraction"] = {"words": len(prompts), "steps": ref["steps"], "batch_size": batch,
-                                  "extract_s": ref["timings"]["extract"], "plain_s": plain_s,
-                                  "throughput_ratio": plain_s / ref["timings"]["extract"],
-                                  "build_vs_plain": ref["total_s"] / plain_s,
-                                  "plain_denoiser_s": clock["seconds"]}
-            total = ref["total_s"] + data["load_s"]
-            data["share"] = {"words": ref["words"], "steps": ref["steps"], "measured": 1 - clock["seconds"] / total,
-                             "denoiser_in_build_s": ref["denoiser_s"], "plain_denoiser_s": clock["seconds"], "total_s": total}
-            save()
-            say(f"capture vs plain: {args.capture_prompts} prompt(s), {max(steps_sizes)} steps, {args.repeats} repeats")
-            with section(data, "capture"):
-                data["capture"] = capture_vs_plain(pipe, prompts[: args.capture_prompts], max(steps_sizes), args.guidance,
-                                                   args.repeats)
-            save()
-            say(f"the app's per-step cost: {args.app_steps} steps, {args.repeats} repeats")
-            with section(data, "app"):
-                data["app"] = app_step_cost(pipe, Path(ref["bundle"]), args.app_steps, args.guidance, args.repeats)
-            save()
-        data["memory"] = peak_memory(device)
+            ref = max(data["builds"], key=lambda b: (b["words"] * b["steps"], b["words"]), default=None)
+            words = csvs[ref["words"] if ref else max(words_sizes)]
+            prompts = [fill_template(load_ratings(words[0]).template, w) for w in words[1]]  # the build's own prompts
+            if ref:
+                batch = args.batch or auto_batch_size(device)
+                say(f"plain batched diffusers on the same {len(prompts)} prompts")
+                with section(data, "extraction"), denoiser_clock(pipe) as clock:
+                    plain_s = timed(lambda: plain_latents(pipe, prompts, ref["steps"], args.guidance, batch), device)
+                    data["extraction"] = {"words": len(prompts), "steps": ref["steps"], "batch_size": batch,
+                                          "extract_s": ref["timings"]["extract"], "plain_s": plain_s,
+                                          "throughput_ratio": plain_s / ref["timings"]["extract"],
+                                          "build_vs_plain": ref["total_s"] / plain_s, "plain_denoiser_s": clock["seconds"]}
+                    total = ref["total_s"] + data["load_s"]
+                    data["share"] = {"words": ref["words"], "steps": ref["steps"], "measured": 1 - clock["seconds"] / total,
+                                     "denoiser_in_build_s": ref["denoiser_s"], "plain_denoiser_s": clock["seconds"],
+                                     "total_s": total}
+                save()
         widths = [int(w) for w in args.widths.split(",") if w.strip()]
         say(f"width growth on random features: widths {widths}")
-        wrows = width_growth(csvs[ref["words"]][0], widths, min(steps_sizes), args.permutations, folds)
+        wrows = []
+        with section(data, "width growth"):
+            wrows = width_growth(words[0], widths, min(steps_sizes), args.permutations, folds)
         words_axis = [b for b in data["builds"] if b["steps"] == min(steps_sizes)]
         steps_axis = [b for b in data["builds"] if b["words"] == min(words_sizes)]
         exponents = {
             "words": {st: slope([b["words"] for b in words_axis], [b["timings"].get(st, 0.0) for b in words_axis]) for st in STAGES[1:]},
             "steps": {st: slope([b["steps"] for b in steps_axis], [b["timings"].get(st, 0.0) for b in steps_axis]) for st in STAGES[1:]},
-            "width": {st: slope([r["width"] for r in wrows], [r["timings"].get(st, 0.0) for r in wrows]) for st in STAGES[1:] if st not in ("extract", "save")},
+            "width": {st: slope([r["width"] for r in wrows], [r["timings"].get(st, 0.0) for r in wrows]) for st in STAGES[1:]
+                      if st not in ("extract", "save")},
         }
         data["growth"] = {"exponents": exponents, "width_rows": wrows,
                           "words_sizes": ",".join(str(b["words"]) for b in words_axis),
@@ -551,29 +551,51 @@ def measure(args, *, words_sizes: list[int], steps_sizes: list[int], out_name: s
                           "width_sizes": ",".join(map(str, widths))}
         save()
         unit = None
-        if not args.no_paper_unit:
+        if ref and not args.no_paper_unit:
             with section(data, "paper_unit"):
                 unit = paper_unit_costs(args.ratings, sorted(set(ref["widths"].values())), permutations=args.unit_permutations)
                 data["paper_unit"] = unit
             save()
-        gpu_step, gpu_source = PUBLISHED_GPU["seconds_per_prompt_step"], "published: " + PUBLISHED_GPU["source"]
-        if device.startswith("cuda"):
-            gpu_step = ref["timings"]["extract"] / (ref["words"] * ref["steps"])
-            gpu_source = f"measured here on {data['machine'].get('gpu')} at {data['size']} px"
-        elif args.gpu_json:
-            measured = json.loads(Path(args.gpu_json).read_text())
-            b = max(measured["builds"], key=lambda b: b["words"] * b["steps"])
-            gpu_step = b["timings"]["extract"] / (b["words"] * b["steps"])
-            gpu_source = f"measured by `bench gpu` ({args.gpu_json}: {measured['machine'].get('gpu')}, {measured['size']} px)"
-        plain_step = data["extraction"]["plain_denoiser_s"] / (ref["words"] * ref["steps"])
-        data["projection"] = project(data["builds"], exponents, unit, data["load_s"], plain_step, gpu_step, gpu_source)
-        data["share"]["paper"] = data["projection"]["cpu_non_denoiser_share"]
+        if ref and "extraction" in data:
+            with section(data, "projection"):
+                gpu_step, gpu_source = gpu_step_time(args, data, ref, device)
+                plain_step = data["extraction"]["plain_denoiser_s"] / (ref["words"] * ref["steps"])
+                data["projection"] = project(data["builds"], exponents, unit, data["load_s"], plain_step, gpu_step, gpu_source)
+                data["projection"]["here"] = data["machine"].get("gpu") or f"{data['machine']['cpus']} CPU cores"
+                data["share"]["paper"] = data["projection"]["here_non_denoiser_share"]
+            save()
+        with at_size(pipe, data["size"]):  # last: the projection above is what a cut-short run should keep
+            say(f"capture vs plain: {args.capture_prompts} prompt(s), {max(steps_sizes)} steps, {args.repeats} repeats")
+            with section(data, "capture"):
+                data["capture"] = capture_vs_plain(pipe, prompts[: args.capture_prompts], max(steps_sizes), args.guidance,
+                                                   args.repeats)
+            save()
+            say(f"the app's per-step cost: {args.app_steps} steps, {args.repeats} repeats")
+            with section(data, "app"):
+                data["app"] = app_step_cost(pipe, Path(ref["bundle"]) if ref else None, args.app_steps, args.guidance,
+                                            args.repeats)
+            save()
+        data["memory"] = peak_memory(device)
         save()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_report(data)
     print(f"\nJSON: {out / out_name}")
     return data
+
+
+def gpu_step_time(args, data: dict, ref: dict, device: str) -> tuple[float, str]:
+    """Seconds per prompt x step of extraction on one GPU, and where the number comes from: measured here (CUDA),
+    measured by `bench gpu` (--gpu-json), else the published figure."""
+    if device.startswith("cuda"):
+        return (ref["timings"]["extract"] / (ref["words"] * ref["steps"]),
+                f"measured here on {data['machine'].get('gpu')} at {data['size']} px (batch of the build)")
+    if args.gpu_json:
+        measured = json.loads(Path(args.gpu_json).read_text())
+        b = max(measured["builds"], key=lambda b: b["words"] * b["steps"])
+        return (b["timings"]["extract"] / (b["words"] * b["steps"]),
+                f"measured by `bench gpu` ({args.gpu_json}: {measured['machine'].get('gpu')}, {measured['size']} px)")
+    return PUBLISHED_GPU["seconds_per_prompt_step"], "published: " + PUBLISHED_GPU["source"]
 
 
 def _sizes(text: str, flag: str) -> list[int]:
@@ -599,13 +621,13 @@ def run_scale(args) -> None:
 
 def run_gpu(args) -> None:
     """The device check: SD 1.5 (the stand-in offline) in float16 at 512 px, 25 steps, a measured subset of the
-    Binder nouns with 100 permutations, projected to all of them. --quick: the tiny model, 2 steps, 8 words."""
+    Binder nouns with 100 permutations, projected to all of them. --quick: the tiny model, 2 steps, 6 words."""
     if args.quick:
         args.model = args.model or "tiny"
-        words, steps = [8], [2]
-        args.unit_permutations = min(args.unit_permutations, 5)
-        args.widths, args.app_steps, args.repeats, args.capture_prompts = "16,32", 3, 1, 1
-        args.permutations = min(args.permutations, 5)
+        words, steps = [6], [2]
+        args.widths, args.app_steps, args.repeats, args.capture_prompts = "8,16", 3, 1, 1
+        args.permutations = min(args.permutations, 2)
+        args.unit_permutations = min(args.unit_permutations, 2)
     else:
         args.model = args.model or "full-sd15"
         args.size = args.size or 512

@@ -15,7 +15,7 @@ STAGES = ("extract", "cross-validate", "metrics", "nulls", "fit", "maps", "save"
 def run_bench(*args: str, out: Path) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "sdviz.bench", *args, "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=3600)  # generous: a loaded shared machine is slow
     assert done.returncode == 0, done.stderr[-3000:]
     assert "projected paper-scale build" in done.stdout  # the tables are printed
     name = "gpu.json" if args[0] == "gpu" else "scale.json"
@@ -42,29 +42,29 @@ def check_common(data: dict, words: list[int]) -> None:
     assert data["memory"]["host_peak_bytes"] > 2**20
     p = data["projection"]
     assert p["paper"] == {"words": 434, "steps": 50, "permutations": 100, "folds": 10}
-    assert set(p["cpu_s"]) == {"load", *STAGES} and all(v >= 0 for v in p["cpu_s"].values())
-    assert p["cpu_total_s"] > p["cpu_s"]["extract"] > 0 and p["gpu_total_s"] > 0
+    assert set(p["here_s"]) == {"load", *STAGES} and all(v >= 0 for v in p["here_s"].values())
+    assert p["here_total_s"] > p["here_s"]["extract"] > 0 and p["gpu_total_s"] > 0 and p["here"].endswith("CPU cores")
     assert p["gpu_source"].startswith("published")  # no GPU here: said so
     assert [r["width"] for r in data["growth"]["width_rows"]] == sorted(r["width"] for r in data["growth"]["width_rows"])
 
 
 def test_gpu_check_runs_on_cpu_quick(tmp_path, binder_csv):
     data, done = run_bench("gpu", "--device", "cpu", "--quick", "--ratings", str(binder_csv), out=tmp_path)
-    check_common(data, [8])
+    check_common(data, [6])
     assert data["model"] == "tiny" and data["builds"][0]["steps"] == 2
     unit = data["paper_unit"]
-    assert unit["words"] > 400 and unit["permutations"] == 5 and unit["map_first_s"] > 0
+    assert unit["words"] > 400 and unit["permutations"] == 2 and unit["map_first_s"] > 0
     assert set(unit["per_pair_s"]) == {str(w) for w in set(data["builds"][0]["widths"].values())}
     assert "measured per representation x step" in data["projection"]["method"]["nulls"]
     assert "[" in done.stderr  # progress goes to stderr
 
 
 def test_scale_on_tiny_smallest(tmp_path, binder_csv):
-    data, _ = run_bench("scale", "--model", "tiny", "--size", "0", "--words", "6,8", "--steps", "1,2",
-                        "--permutations", "3", "--widths", "16,32", "--app-steps", "3", "--repeats", "1",
+    data, _ = run_bench("scale", "--model", "tiny", "--size", "0", "--words", "4,6", "--steps", "1,2",
+                        "--permutations", "2", "--widths", "8,16", "--app-steps", "3", "--repeats", "1",
                         "--no-paper-unit", "--ratings", str(binder_csv), out=tmp_path)
-    check_common(data, [6, 6, 8])
-    assert [(b["words"], b["steps"]) for b in data["builds"]] == [(6, 1), (6, 2), (8, 1)]
+    check_common(data, [4, 4, 6])
+    assert [(b["words"], b["steps"]) for b in data["builds"]] == [(4, 1), (4, 2), (6, 1)]
     g = data["growth"]["exponents"]
     assert all(isinstance(g[axis]["extract"], float) for axis in ("words", "steps"))
     assert isinstance(g["width"]["cross-validate"], float)
