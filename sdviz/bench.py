@@ -6,6 +6,8 @@
     python -m sdviz.bench classroom [--model tiny] [--bundle PATH] [--clients 30]
     python -m sdviz.bench build     [--model tiny] [--ratings CSV] [--v01-maps]
     python -m sdviz.bench coverage  [--ratings CSV] [--seeds 400]
+    python -m sdviz.bench scale     [--model full-sd15] [--size 256] [--words 8,16,24] [--steps 2,3] [--out DIR]
+    python -m sdviz.bench gpu       --out DIR [--device cuda|cpu] [--quick]
 """
 
 import argparse
@@ -618,12 +620,15 @@ def main(argv=None) -> int:
     cl.add_argument("--repeats", type=int, default=5, help="times one client alone is measured")
     cl.add_argument("--steps", type=int, default=20, help="steps of the recorded run the clients replay")
     cl.add_argument("--timeout", type=float, default=240)
+    from .benchscale import add_commands
+
+    scale_commands = add_commands(sub)  # scale, gpu (benchscale.py)
     args = parser.parse_args(argv)
     from .errors import SdvizError
 
     try:
         {"capture": bench_capture, "probes": bench_probes, "app": bench_app, "classroom": bench_classroom,
-         "build": bench_build, "coverage": bench_coverage}[args.what](args)
+         "build": bench_build, "coverage": bench_coverage, **scale_commands}[args.what](args)
     except SdvizError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import SdvizError
 from .families import COND, representation_dims
+from .hub import same_model
 from .io import atomic_write, new_folder
 from .probes import Ridge
 
@@ -409,7 +410,7 @@ def load_bundle(path) -> Bundle:
 def check_bundle_matches(bundle: Bundle, pipe) -> None:
     """Raise if the bundle was built for another model, or its dims differ from the running model's."""
     info = pipe.sdviz
-    if bundle.meta.get("model") != info.model_id:
+    if not same_model(bundle.meta.get("model"), info.model_id):
         raise SdvizError(f"The probe bundle {bundle.path} was built for '{bundle.meta.get('model')}', but the running model is "
                          f"'{info.model_id}'. Build one for this model with `python -m sdviz build --model {info.model_id}`.")
     dims = representation_dims(pipe)

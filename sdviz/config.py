@@ -35,3 +35,11 @@ MAX_SEED = 2**32 - 1
 LATENT_MAX_DIM = 4096
 LATENT_PROJECTED_DIM = 1024
 LATENT_PROJECTION_SEED = 0
+# Full-size stand-ins with random weights (sdviz.standins): the published SD 1.5, SD 2.1 and SDXL base
+# architectures, built once into the cache folder from assets/<folder>: name -> (family, folder).
+FULL_MODELS = {"full-sd15": ("sd1", "full-sd15"), "full-sd21": ("sd2", "full-sd21"), "full-sdxl": ("sdxl", "full-sdxl")}
+
+
+def is_random_weight_model(model) -> bool:
+    """A built-in stand-in (tiny or full-size): its images and numbers are labelled random weights wherever they show."""
+    return model in TINY_MODELS or model in FULL_MODELS

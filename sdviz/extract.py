@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from . import __version__
 from .config import DEFAULT_TEMPLATE
 from .errors import SdvizError
+from .hub import same_model
 from .io import atomic_write, new_folder
 from .ratings import check_template, fill_template
 
@@ -79,7 +80,8 @@ def _check_manifest(cache: Path, manifest: dict) -> None:
         old = json.loads(path.read_text())
     except ValueError:
         return  # a damaged manifest is rewritten; shards are checked one by one
-    differs = [k for k in manifest if k != "sdviz_version" and old.get(k) != manifest[k]]
+    differs = [k for k in manifest if k != "sdviz_version" and old.get(k) != manifest[k]
+               and not (k == "model" and same_model(old.get(k), manifest[k]))]  # "folder/" then, its absolute path now
     if differs:
         raise SdvizError(f"The feature cache {cache} was built with other settings ({', '.join(differs)}). "
                          "Use another --cache folder, or delete this one to rebuild it.")

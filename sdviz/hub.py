@@ -1,5 +1,6 @@
 """The Hugging Face Hub, low in the rooms: folders to and from the Hub, and the one place for three questions
-asked across sdviz: is this a Hub id (`is_hub_id`), are we offline (`offline`), are we on a Space (`on_space`).
+asked across sdviz: is this a Hub id (`is_hub_id`), are we offline (`offline`), are we on a Space (`on_space`), which
+checkpoint does this model text name (`canonical_model_id`, `same_model`).
 
 Everything goes through `huggingface_hub`: `HfApi.create_repo` / `upload_folder` to push, `snapshot_download` to
 pull (into the usual HF cache, so a second pull and offline use need no network), tokens from the usual places
@@ -29,6 +30,7 @@ from huggingface_hub.errors import (
 )
 
 from . import __version__
+from .config import is_random_weight_model
 from .errors import SdvizError
 
 # OWNER/NAME with an optional @revision (a branch, tag or commit); the Hub's own character set for names.
@@ -47,6 +49,23 @@ def is_hub_id(spec) -> bool:
     OWNER/NAME[@revision] and nothing of that name exists here (a local folder always wins)."""
     return (isinstance(spec, str) and HUB_ID.match(spec.strip()) is not None
             and not Path(spec.strip()).expanduser().exists())
+
+
+def canonical_model_id(model) -> str:
+    """One name per checkpoint: a local folder's resolved absolute path (`folder`, `folder/`, `./folder`, `~/folder`
+    and its absolute path are one model), anything else (a Hub id, a stand-in's name such as "tiny") as written, trimmed.
+    What bundles, feature caches and recorded runs store as their model, and what they are matched by."""
+    text = str(model or "").strip()
+    if is_random_weight_model(text):
+        return text  # load_pipeline reads a stand-in's name before any folder of that name
+    folder = Path(text).expanduser()
+    return str(folder.resolve()) if text and folder.is_dir() else text
+
+
+def same_model(recorded, running) -> bool:
+    """Whether a model text recorded earlier (a bundle's, a cache's, a run's, perhaps written before the canonical id,
+    e.g. "folder/") names the running model: their canonical ids agree (a relative folder is read from here)."""
+    return canonical_model_id(recorded) == canonical_model_id(running)
 
 
 def offline_by_setting() -> bool:

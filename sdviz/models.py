@@ -3,8 +3,11 @@
 `load_pipeline` returns the diffusers pipeline of the checkpoint's family (`families.py`: SD 1.x,
 SD 2.x, SDXL) with an explicit scheduler, its progress bar off, and a `ModelInfo` at `pipe.sdviz`
 saying what it is. The safety checker is off locally and on when running on a Hugging Face Space.
-In float16 the checkpoint's fp16 files are read (the full ones, cast, where it has none); weights load
-only from safetensors.
+In float16 the checkpoint's fp16 files are read (the full ones, cast, where it has none); in float32 the
+full ones (the fp16 ones, upcast, where it has only those); weights load only from safetensors.
+
+The full-size stand-ins (`full-sd15`, `full-sd21`, `full-sdxl`: published architectures, random weights) are
+built once into the cache folder by `standins.ensure_full_standin` and then loaded from there like any folder.
 """
 
 import json
@@ -15,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from .config import DEFAULT_MODEL, DEFAULT_SCHEDULER, SAFETY_CHECKER_ID, TINY_MODEL, TINY_MODELS
+from .config import DEFAULT_MODEL, DEFAULT_SCHEDULER, FULL_MODELS, SAFETY_CHECKER_ID, TINY_MODEL, TINY_MODELS
 from .errors import SdvizError
 from .families import SDXL, SUPPORTED, detect
-from .hub import offline, offline_by_setting, on_space
+from .hub import canonical_model_id, offline, offline_by_setting, on_space
 from .io import safe_name
+from .standins import ensure_full_standin
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +31,21 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TINY_DIR = ASSETS / "tiny-sd"  # the tokenizer here serves every tiny stand-in
 TINY_SEED = 0
 TINY_WARNING = "Demo model with random weights: images and probes are not meaningful."
+FULL_WARNING = ("Full-size stand-in with random weights (the published {arch} architecture): images and probes are "
+                "not meaningful; it is there to run every path at real size.")
+RANDOM_WEIGHT_MODELS = (*TINY_MODELS, *FULL_MODELS)  # the built-in stand-ins: labelled random weights everywhere
 
 
 @dataclass
 class ModelInfo:
-    model_id: str  # what was asked for, resolved: a hub id, a local folder, or "tiny"
-    is_tiny: bool
+    model_id: str  # what was asked for, resolved: a hub id, a local folder, or a stand-in's name ("tiny", "full-sd15", ...)
+    is_tiny: bool  # one of the tiny stand-ins
     device: str
     dtype: str
     scheduler: str
     warning: str = ""  # shown by the CLI and as a banner in the app
     family: str = "sd1"  # key of the adapter in sdviz.families.FAMILIES
+    random_weights: bool = False  # any built-in stand-in (tiny-* or full-*): labelled so wherever it shows
 
     @property
     def slug(self) -> str:
@@ -84,7 +92,8 @@ def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, sc
     """Return a ready diffusers pipeline for `model` (`StableDiffusionPipeline` or `StableDiffusionXLPipeline`).
 
     model: a Hugging Face id or local folder (real weights), "tiny", "tiny-sd2" or "tiny-sdxl"
-    (built-in, offline, random weights) or "auto" (the real default if it can be loaded from the
+    (built-in, offline, random weights), "full-sd15", "full-sd21" or "full-sdxl" (the published
+    architectures with random weights, built once into the cache folder) or "auto" (the real default if it can be loaded from the
     cache or the hub, else tiny; on a Space, no fallback: an error).
     """
     model = (model or "auto").strip()
@@ -96,7 +105,13 @@ def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, sc
     if model in TINY_MODELS:
         pipe = build_tiny_pipeline(scheduler, model)
         # fp16 buys nothing at this size
-        info = ModelInfo(model, True, device, "float32", scheduler, TINY_WARNING, family=TINY_MODELS[model][0])
+        info = ModelInfo(model, True, device, "float32", scheduler, TINY_WARNING, family=TINY_MODELS[model][0], random_weights=True)
+    elif model in FULL_MODELS:
+        folder = ensure_full_standin(model)
+        pipe, family = _load_real(str(folder), torch_dtype, scheduler)
+        arch = {"full-sd15": "SD 1.5", "full-sd21": "SD 2.1", "full-sdxl": "SDXL base"}[model]
+        info = ModelInfo(model, False, device, str(torch_dtype).removeprefix("torch."), scheduler,
+                         FULL_WARNING.format(arch=arch), family=family.key, random_weights=True)
     elif model == "auto":
         try:
             return load_pipeline(DEFAULT_MODEL, device, dtype, scheduler)
@@ -109,7 +124,8 @@ def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, sc
             return pipe
     else:
         pipe, family = _load_real(model, torch_dtype, scheduler)
-        info = ModelInfo(model, False, device, str(torch_dtype).removeprefix("torch."), scheduler, family=family.key)
+        # the canonical id: the same folder however it was written is one model for bundles, caches and recorded runs
+        info = ModelInfo(canonical_model_id(model), False, device, str(torch_dtype).removeprefix("torch."), scheduler, family=family.key)
 
     pipe = pipe.to(device)  # dtype was set at load time (from_pretrained's dtype; tiny is float32)
     pipe.set_progress_bar_config(disable=True)
@@ -160,7 +176,10 @@ def _load_real(model: str, torch_dtype: torch.dtype, scheduler: str):
     # Half precision loads the checkpoint's fp16 files where it has them (half the download, what a Space
     # preloads); a checkpoint without them loads its full-precision files, cast. Weights come only from
     # safetensors: a pickled checkpoint could run code.
-    variants = ["fp16", None] if torch_dtype == torch.float16 else [None]
+    # Full precision loads the full files, or the fp16 ones upcast where a checkpoint ships only those (as the
+    # full-size stand-ins do). A missing variant fails before any weights are read.
+    variants = ["fp16", None] if torch_dtype == torch.float16 else [None, "fp16"]
+    first_error = None
     for variant in variants:
         try:
             # AutoPipelineForText2Image maps the checkpoint's class to its text-to-image pipeline
@@ -168,8 +187,9 @@ def _load_real(model: str, torch_dtype: torch.dtype, scheduler: str):
                                                              use_safetensors=True, local_files_only=offline(), **kwargs)
             break
         except Exception as err:  # diffusers raises OSError, ValueError, HTTP and safetensors errors here
-            if variant is None:
-                raise _load_error(model, err) from None
+            first_error = first_error or err
+            if variant == variants[-1]:  # say why the preferred files failed, not the fallback's "no such file"
+                raise _load_error(model, err if torch_dtype == torch.float16 else first_error) from None
     if type(pipe).__name__ not in family.pipeline_classes:
         raise SdvizError(f"sdviz supports {SUPPORTED} checkpoints; '{model}' loaded as a {type(pipe).__name__}, "
                          "so pick a text-to-image checkpoint of those families.")

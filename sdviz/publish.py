@@ -10,6 +10,7 @@ from pathlib import Path
 import huggingface_hub as hf
 
 from . import __version__
+from .config import is_random_weight_model
 from .errors import SdvizError
 from .hub import is_hub_id, parse_hub_id, pull_folder, push_folder
 
@@ -62,8 +63,8 @@ def bundle_card(bundle, repo_id: str | None = None) -> str:
         f"# sdviz probe bundle: {model}", "",
         f"Ridge probes that decode human-rated semantic attributes from the representations of **{model}**, "
         f"built with sdviz {meta.get('sdviz_version', __version__)}.",
-        *(["", "**The built-in `tiny` model has seeded random weights: this bundle is for trying sdviz out; its numbers "
-            "sit near the word-form baseline by design and say nothing about Stable Diffusion.**"] if model == "tiny" else []),
+        *(["", f"**The built-in `{model}` model has seeded random weights: this bundle is for trying sdviz out; its numbers "
+            "sit near the word-form baseline by design and say nothing about Stable Diffusion.**"] if is_random_weight_model(model) else []),
         "",
         "Use it in the sdviz app or CLI (downloaded once into the Hugging Face cache, then checked like a local bundle):",
         "", "```bash", f"SDVIZ_BUNDLE={where} python app.py --model {model}", f"python -m sdviz report {where}",

@@ -214,5 +214,50 @@ def test_half_precision_loads_the_fp16_variant_falls_back_to_full_files_and_neve
     pipe = load_pipeline(str(tmp_path / "full"), device="cpu", dtype="float16")  # no fp16 files: the full ones, cast
     assert pipe.unet.dtype == torch.float16
     assert load_pipeline(str(tmp_path / "full"), device="cpu").unet.dtype == torch.float32
+    upcast = load_pipeline(str(tmp_path / "fp16-only"), device="cpu")  # only fp16 files (the full-size stand-ins): upcast
+    assert upcast.unet.dtype == torch.float32 and upcast.sdviz.dtype == "float32"
+    for (key, a), (_, b) in zip(upcast.unet.state_dict().items(), tiny.unet.state_dict().items()):
+        assert torch.equal(a, b.half().float()), key
     with pytest.raises(SdvizError, match="safetensors"):
         load_pipeline(str(tmp_path / "pickled"), device="cpu")
+
+
+def test_one_folder_written_four_ways_is_one_model_for_bundles_caches_and_old_bundles(saved_checkpoints, tiny_bundle,
+                                                                                      tmp_path, monkeypatch):
+    """Issue 16: `folder`, `folder/`, `./folder` and the absolute path are one checkpoint (its resolved path); a bundle
+    recorded with any of them (an old bundle's exact text included) serves the others; another folder is still refused."""
+    import json
+    import shutil
+
+    from sdviz.bundle import check_bundle_matches, load_bundle
+    from sdviz.extract import _check_manifest
+    from sdviz.hub import canonical_model_id, same_model
+
+    monkeypatch.chdir(saved_checkpoints)
+    absolute = str(saved_checkpoints / "tiny")
+    spellings = ["tiny/", "./tiny", "./tiny/", absolute, absolute + "/", f"{saved_checkpoints}/../{saved_checkpoints.name}/tiny"]
+    assert {canonical_model_id(s) for s in spellings} == {absolute}
+    assert canonical_model_id(" stable-diffusion-v1-5/stable-diffusion-v1-5 ") == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert canonical_model_id("tiny-sd2") == "tiny-sd2"  # a stand-in's name wins over a folder of that name, as in load_pipeline
+    assert not same_model("tiny-sd2/", absolute)
+
+    pipe = load_pipeline("./tiny/", device="cpu")
+    assert pipe.sdviz.model_id == absolute and pipe.sdviz.slug == "tiny"
+    for recorded in ["tiny/", "./tiny", absolute + "/"]:  # what older sdviz wrote: the exact --model text
+        copy = tmp_path / f"bundle-{len(recorded)}"
+        shutil.copytree(tiny_bundle, copy)
+        meta = json.loads((copy / "meta.json").read_text())
+        meta["model"] = recorded
+        (copy / "meta.json").write_text(json.dumps(meta))
+        check_bundle_matches(load_bundle(copy), pipe)  # accepted: the same checkpoint
+    meta["model"] = str(saved_checkpoints / "tiny-sd2")
+    (copy / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SdvizError, match="built for"):
+        check_bundle_matches(load_bundle(copy), pipe)
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "manifest.json").write_text(json.dumps({"model": "tiny/", "steps": 3}))
+    _check_manifest(cache, {"model": absolute, "steps": 3})  # the same features: reused, not refused
+    with pytest.raises(SdvizError, match="other settings \\(model\\)"):
+        _check_manifest(cache, {"model": str(saved_checkpoints / "tiny-sd2"), "steps": 3})

@@ -71,8 +71,9 @@ def _blank_figure():
     return go.Figure(layout=dict(width=10, height=10, margin=dict(l=0, r=0, t=0, b=0)))
 
 
-def _banner_text() -> str:
-    return f"⚠️ **{TINY_SENTENCE}**"
+def _banner_text(info) -> str:
+    """The tiny model's sentence; for any other model its own warning (a full-size stand-in's random weights, a fallback)."""
+    return f"⚠️ **{TINY_SENTENCE if info.is_tiny else info.warning}**"
 
 
 @dataclass
@@ -123,8 +124,8 @@ class PageHandlers:
         if seen == self.version:
             return {page.build_box: progress, page.timer: timer}  # components left out are left as they are
         tiny = self.pipe is not None and (self.pipe.sdviz.is_tiny or self.pipe.sdviz.warning)
-        banner = gr.update(value=_banner_text(), visible=bool(tiny))
-        details = gr.update(visible=bool(tiny))
+        banner = gr.update(value=_banner_text(self.pipe.sdviz) if tiny else "", visible=bool(tiny))
+        details = gr.update(visible=bool(tiny and self.pipe.sdviz.is_tiny))  # the details speak of the tiny model
         if self.phase == "failed":
             status, run = f"**The model could not be loaded.** {self.failure_text()}", gr.update(value="Model not loaded", interactive=False)
         elif self.phase != "ready":

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SdvizError
-from ..hub import is_hub_id, offline, on_space
+from ..hub import is_hub_id, offline, on_space, same_model
 from ..io import ROOT, bundle_dir, find_bundle
 from ..publish import resolve_bundle
 from .line import ModelLine
@@ -238,7 +238,7 @@ class AppState:
             log.warning("recordings not loaded: %s", err)
             return
         model = self.pipe.sdviz.model_id
-        self.recordings = [r for r in runs if r.model == model]
+        self.recordings = [r for r in runs if same_model(r.model, model)]
         if len(self.recordings) < len(runs):
             log.info("%d recorded run(s) of other models left out (this app runs %s)", len(runs) - len(self.recordings), model)
 
