@@ -208,6 +208,7 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
     meta = {
         "model": settings["model"], "kind": settings["kind"], "sdviz_version": __version__,
         "steps": max(settings["steps"], 1), "timesteps": cache.timesteps, "scheduler": settings.get("scheduler"),
+        "checkpoint_scheduler": settings.get("checkpoint_scheduler"),
         "guidance": settings.get("guidance"), "template": settings["template"], "seeds": settings.get("seeds"),
         "representations": list(cache.features), "per_step": per_step, "dims": dims, "maps": map_names,
         "words": cache.words, "categories": ratings.categories, "super_categories": ratings.super_categories,

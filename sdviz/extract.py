@@ -25,6 +25,7 @@ from .io import atomic_write
 from .ratings import check_template, fill_template
 
 MANIFEST = "manifest.json"
+DESCRIPTIVE = ("sdviz_version", "checkpoint_scheduler")  # recorded, never compared: they do not change the features
 
 
 @dataclass
@@ -80,7 +81,7 @@ def _check_manifest(cache: Path, manifest: dict) -> None:
         old = json.loads(path.read_text())
     except ValueError:
         return  # a damaged manifest is rewritten; shards are checked one by one
-    differs = [k for k in manifest if k != "sdviz_version" and old.get(k) != manifest[k]
+    differs = [k for k in manifest if k not in DESCRIPTIVE and old.get(k) != manifest[k]
                and not (k == "model" and same_model(old.get(k), manifest[k]))]  # "folder/" then, its absolute path now
     if differs:
         raise SdvizError(f"The feature cache {cache} was built with other settings ({', '.join(differs)}). "
@@ -168,7 +169,8 @@ def diffusion_encoder(pipe, *, template: str = DEFAULT_TEMPLATE, seeds=(0,), ste
 
     info = pipe.sdviz
     settings = {"model": info.model_id, "kind": "diffusion", "revision": getattr(pipe, "_sdviz_revision", None),
-                "scheduler": type(pipe.scheduler).__name__, "steps": steps, "guidance": guidance,
+                "scheduler": type(pipe.scheduler).__name__, "checkpoint_scheduler": info.checkpoint_scheduler or None,
+                "steps": steps, "guidance": guidance,
                 "template": template, "seeds": list(seeds), "layers": layers}
     return encode, settings
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import gradio as gr
 
 from ..config import MAX_SEED
-from ..labels import label_with_id
+from ..labels import label_with_id, scheduler_note
 from . import explore
 from . import generate as g
 from . import maps as m
@@ -116,7 +116,8 @@ class PageHandlers:
         elif self.phase != "ready":
             status, run = "⏳ **Loading the model…** Run turns on when it is ready.", gr.update(value="Loading model…", interactive=False)
         else:
-            status, run = "", gr.update(value="Run", interactive=True)
+            info = self.pipe.sdviz  # which scheduler runs, and the checkpoint's own where sdviz replaced it
+            status, run = scheduler_note(type(self.pipe.scheduler).__name__, info.checkpoint_scheduler), gr.update(value="Run", interactive=True)
         if self.build_error:
             status += f" The automatic build failed: {st.md(self.build_error)}"
         elif self.ready and self.bundle is None and not self.building:
