@@ -152,10 +152,11 @@ def load_features(cache: Path) -> FeatureCache:
 
 
 def diffusion_encoder(pipe, *, template: str = DEFAULT_TEMPLATE, seeds=(0,), steps: int = 10,
-                      guidance: float = 7.5, layers=None):
+                      guidance: float = 7.5, layers=None, size: int | None = None):
     """An `encode` for `extract_features`: prompts from the template, features averaged over seeds.
 
-    Every word gets the same seed(s), so words differ only by their prompt, not their noise.
+    Every word gets the same seed(s), so words differ only by their prompt, not their noise. `size`: the image side
+    in pixels (None: the model's own); recorded in the settings only when given, so older caches still match.
     """
     from .run import trace
 
@@ -163,7 +164,8 @@ def diffusion_encoder(pipe, *, template: str = DEFAULT_TEMPLATE, seeds=(0,), ste
 
     def encode(words: list[str]):
         prompts = [fill_template(template, w) for w in words]
-        runs = [trace(pipe, prompts, seeds=s, steps=steps, guidance=guidance, layers=layers, decode=False) for s in seeds]
+        runs = [trace(pipe, prompts, seeds=s, steps=steps, guidance=guidance, layers=layers, decode=False,
+                      height=size, width=size) for s in seeds]
         features = {k: torch.stack([r.features[k] for r in runs]).mean(0) for k in runs[0].features}
         return features, runs[0].timesteps.tolist()
 
@@ -171,7 +173,7 @@ def diffusion_encoder(pipe, *, template: str = DEFAULT_TEMPLATE, seeds=(0,), ste
     settings = {"model": info.model_id, "kind": "diffusion", "revision": getattr(pipe, "_sdviz_revision", None),
                 "scheduler": type(pipe.scheduler).__name__, "checkpoint_scheduler": info.checkpoint_scheduler or None,
                 "steps": steps, "guidance": guidance,
-                "template": template, "seeds": list(seeds), "layers": layers}
+                "template": template, "seeds": list(seeds), "layers": layers} | ({"size": size} if size else {})
     return encode, settings
 
 

@@ -134,10 +134,11 @@ def _decode_last_step(bundle: Bundle, tr: Trace, row: int = 0) -> dict[str, dict
 
 
 def steer(pipe, bundle: Bundle, prompt: str, *, attribute: str, strength: float, where: str = COND, steps=None,
-          seed: int = 0, num_steps: int = 20, guidance: float = 7.5) -> SteerResult:
+          seed: int = 0, num_steps: int = 20, guidance: float = 7.5, size: int | None = None) -> SteerResult:
     """Generate `prompt` twice with the same seed, the second time shifted along `attribute`'s probe direction by
     `strength` (rating units) at `where` (`clip.cond` or a block; "clip" is a deprecated alias of `clip.cond`), and
-    decode both at the last step. strength 0 reproduces the original image bit for bit."""
+    decode both at the last step. strength 0 reproduces the original image bit for bit. `size`: the image side in
+    pixels (None: the model's own)."""
     check_bundle_matches(bundle, pipe)
     where = _canonical(where)
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not np.isfinite(strength):
@@ -147,7 +148,7 @@ def steer(pipe, bundle: Bundle, prompt: str, *, attribute: str, strength: float,
     if not steered_steps or steered_steps[0] < 0 or steered_steps[-1] >= num_steps:
         raise SdvizError(f"Steps to steer must lie in 0..{num_steps - 1} (step 0 is pure noise); got {steps!r}.")
     edit = steer_edit(bundle, where, probe, attribute, float(strength), steered_steps, num_steps)
-    common = dict(seeds=seed, steps=num_steps, guidance=guidance)
+    common = dict(seeds=seed, steps=num_steps, guidance=guidance, height=size, width=size)
     original = trace(pipe, [prompt], **common)
     steered = trace(pipe, [prompt], edits={where: edit}, **common)
     before, after = _decode_last_step(bundle, original), _decode_last_step(bundle, steered)
