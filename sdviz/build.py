@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import DEFAULT_SCHEDULER, MAX_STEPS
+from .config import DEFAULT_SCHEDULER, MAX_SIDE, MAX_STEPS, MIN_SIDE
 from .errors import SdvizError
 from .io import bundle_dir, feature_cache_dir, safe_name, stage
 
@@ -35,6 +35,7 @@ class BuildConfig:
     guidance: float = 7.5
     seeds: tuple[int, ...] = (0,)
     scheduler: str = DEFAULT_SCHEDULER
+    size: int | None = None  # image side in pixels of the extraction runs; None: the model's own (512 for SD 1.5)
     device: str | None = None
     batch_size: int | None = None  # None: chosen for the device (extract.auto_batch_size)
     cache: str | None = None  # feature cache folder
@@ -67,6 +68,9 @@ def check_config(config: BuildConfig) -> None:
             flag = "--" + name.replace("_", "-")
             bound = f"from {lo} to {hi}" if hi is not None else f"{lo} or more"
             raise SdvizError(f"{flag} must be a whole number {bound}; got {value!r}.")
+    if config.size is not None and (isinstance(config.size, bool) or not isinstance(config.size, int)
+                                    or not MIN_SIDE <= config.size <= MAX_SIDE or config.size % 8):
+        raise SdvizError(f"--size must be a multiple of 8 from {MIN_SIDE} to {MAX_SIDE}; got {config.size!r}.")
     if not (0 <= config.guidance < float("inf")):
         raise SdvizError(f"--guidance must be a finite number of 0 or more; got {config.guidance!r}.")
     if config.template is not None:
@@ -118,7 +122,7 @@ def source(config: BuildConfig, pipe=None):
         if pipe.sdviz.warning:
             logging.getLogger("sdviz").warning(pipe.sdviz.warning)
     encode, settings = diffusion_encoder(pipe, template=template, seeds=list(config.seeds),
-                                         steps=config.steps, guidance=config.guidance)
+                                         steps=config.steps, guidance=config.guidance, size=config.size)
     return encode, settings, pipe.sdviz.slug, pipe
 
 
@@ -223,6 +227,7 @@ def build(config: BuildConfig, pipe=None) -> BuildResult:
     meta = {
         "model": settings["model"], "kind": settings["kind"], "sdviz_version": __version__,
         "steps": max(settings["steps"], 1), "timesteps": cache.timesteps, "scheduler": settings.get("scheduler"),
+        "checkpoint_scheduler": settings.get("checkpoint_scheduler"), "size": settings.get("size"),
         "guidance": settings.get("guidance"), "template": settings["template"], "seeds": settings.get("seeds"),
         "representations": list(cache.features), "per_step": per_step, "dims": dims, "maps": map_names,
         "words": cache.words, "categories": ratings.categories, "super_categories": ratings.super_categories,

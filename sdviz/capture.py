@@ -53,21 +53,26 @@ def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor, dtype=torch.float32) 
 _projections: dict = {}
 
 
-def reduce_latents(latents: torch.Tensor) -> torch.Tensor:
-    """Flatten [B, C, H, W] latents; above LATENT_MAX_DIM, apply a fixed seeded Gaussian projection.
+def reduce_latents(latents: torch.Tensor, width: int | None = None) -> torch.Tensor:
+    """Flatten [B, C, H, W] latents; project them to `width` (the model's `latents` width in the hook table) when
+    they have another size, or, without a width, above LATENT_MAX_DIM to LATENT_PROJECTED_DIM.
 
-    The projection matrix is drawn once per input size from a CPU generator seeded with
-    LATENT_PROJECTION_SEED and scaled by 1/sqrt(out_dim), so it is the same on every machine
-    and approximately preserves distances (Johnson-Lindenstrauss).
+    The table's width comes from the model's own image size (SD 1.5: 4x64x64 = 16,384 values -> 1,024; tiny: 1,024,
+    kept whole), so a run at another size (SD 1.5 at 256 px: 4,096 values) still gives the width its probes and
+    bundles expect, instead of a feature of another width. The projection matrix is drawn once per input size from a
+    CPU generator seeded with LATENT_PROJECTION_SEED and scaled by 1/sqrt(out_dim), so it is the same on every
+    machine and approximately preserves distances (Johnson-Lindenstrauss); at the model's own size nothing changed.
     """
     flat = latents.reshape(latents.shape[0], -1).float()
     dim = flat.shape[1]
-    if dim <= LATENT_MAX_DIM:
+    if width is None:
+        width = dim if dim <= LATENT_MAX_DIM else LATENT_PROJECTED_DIM
+    if dim == width:
         return flat
-    key = (dim, str(flat.device))
+    key = (dim, width, str(flat.device))
     if key not in _projections:
         gen = torch.Generator().manual_seed(LATENT_PROJECTION_SEED)
-        proj = torch.randn(dim, LATENT_PROJECTED_DIM, generator=gen) / LATENT_PROJECTED_DIM**0.5
+        proj = torch.randn(dim, width, generator=gen) / width**0.5
         _projections[key] = proj.to(flat.device)
     return flat @ _projections[key]
 
@@ -317,7 +322,7 @@ class Capture:
         """Pass as the pipeline's `callback_on_step_end`: closes step k and records its `latents`."""
         features = self._current if self._current is not None else {}
         if "latents" in self.names:
-            features["latents"] = reduce_latents(callback_kwargs["latents"].detach())
+            features["latents"] = reduce_latents(callback_kwargs["latents"].detach(), self.points["latents"].dim)
         self.steps.append(features)
         self._current = None
         return {}

@@ -15,7 +15,7 @@ from .errors import SdvizError
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="auto", help="HF id or folder of a Stable Diffusion checkpoint, 'tiny', or 'auto' (default)")
+    p.add_argument("--model", default="auto", help="HF id or folder of a Stable Diffusion checkpoint, a stand-in with random weights ('tiny', 'tiny-sd2', 'tiny-sdxl', 'full-sd15', 'full-sd21', 'full-sdxl'), or 'auto' (default)")
     p.add_argument("--encoder", default=None,
                    help="instead of --model: a sentence-transformers model (folder, hub id, or 'minilm') as a language-only reference")
     p.add_argument("--random-init", action="store_true", help="with --encoder: the same architecture with seeded random weights")
@@ -32,6 +32,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--seeds", default="0", help="comma-separated noise seeds; features are averaged over them")
     p.add_argument("--scheduler", default=DEFAULT_SCHEDULER)
+    p.add_argument("--size", type=int, default=None, help="image side in pixels of the extraction runs (default: the model's own)")
     p.add_argument("--device", default=None)
     p.add_argument("--batch-size", type=int, default=None, help="words per batch (default: chosen for the device)")
     p.add_argument("--cache", default=None, help="feature cache folder (default: $SDVIZ_CACHE or ~/.cache/sdviz, then features/<model-slug>)")
@@ -111,7 +112,7 @@ def cmd_record(args):
     if pipe.sdviz.warning:
         print(f"note: {pipe.sdviz.warning}", file=sys.stderr)
     out = Path(args.out) if args.out else default_dir(pipe.sdviz.slug)
-    path = record_runs(pipe, prompts, out, seed=args.seed, steps=args.steps, guidance=args.guidance,
+    path = record_runs(pipe, prompts, out, seed=args.seed, steps=args.steps, guidance=args.guidance, size=args.size,
                        bundle=args.bundle, progress=not args.quiet)
     print(f"{len(prompts)} run(s) recorded in {path}; replay them with sdviz.record.load_recordings('{path}')")
     return path
@@ -275,11 +276,12 @@ def parser() -> argparse.ArgumentParser:
     bu.set_defaults(run=cmd_bundle)
     rc = sub.add_parser("record", help="record complete runs (previews, features, decoded attributes, image) to replay without a GPU")
     rc.add_argument("--prompts", required=True, help="text file: one prompt per line, '#' starts a comment")
-    rc.add_argument("--model", default="auto", help="HF id or folder of a Stable Diffusion checkpoint, 'tiny', or 'auto' (default)")
+    rc.add_argument("--model", default="auto", help="HF id or folder of a Stable Diffusion checkpoint, a stand-in with random weights ('tiny', 'tiny-sd2', 'tiny-sdxl', 'full-sd15', 'full-sd21', 'full-sdxl'), or 'auto' (default)")
     rc.add_argument("--bundle", default=None, help="probe bundle folder for this model: also store the decoded attributes")
     rc.add_argument("--seed", type=int, default=0)
     rc.add_argument("--steps", type=int, default=20)
     rc.add_argument("--guidance", type=float, default=7.5)
+    rc.add_argument("--size", type=int, default=None, help="image side in pixels (default: the model's own)")
     rc.add_argument("--device", default=None)
     rc.add_argument("--out", default=None, help="recordings folder (default: recordings/<model-slug>); rerun to resume")
     rc.add_argument("--quiet", action="store_true", help="no progress bar")

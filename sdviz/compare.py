@@ -36,11 +36,12 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def compare(pipe, prompt_a: str, prompt_b: str, *, seed: int = 0, steps: int = 20, guidance: float = 7.5,
-            bundle: Bundle | None = None) -> CompareResult:
-    """Run both prompts with the same seed; their distance in every representation, step by step."""
+            bundle: Bundle | None = None, size: int | None = None) -> CompareResult:
+    """Run both prompts with the same seed; their distance in every representation, step by step. `size`: the image
+    side in pixels (None: the model's own)."""
     if bundle is not None:
         check_bundle_matches(bundle, pipe)
-    tr = trace(pipe, [prompt_a, prompt_b], seeds=seed, steps=steps, guidance=guidance, previews=True)
+    tr = trace(pipe, [prompt_a, prompt_b], seeds=seed, steps=steps, guidance=guidance, previews=True, height=size, width=size)
     distance = {}
     for name, x in tr.features.items():
         d = cosine_distance(x[0], x[1])
@@ -67,12 +68,12 @@ def lens_layers(pipe) -> int:
 
 
 def lens(pipe, prompt: str, *, seed: int = 0, steps: int = 20, guidance: float = 7.5, layers=None,
-         bundle: Bundle | None = None) -> list[LensImage]:
+         bundle: Bundle | None = None, size: int | None = None) -> list[LensImage]:
     """Generate `prompt` conditioned on each CLIP layer in `layers` (default: all, 0..L), same seed.
 
     The last layer reproduces the normal image bit for bit. With a bundle, each image's decoded attributes come
     with it: `clip.cond` (the clip.cond / clip.mean probe applied to what that layer hands the denoiser) and the
-    UNet blocks at the last step.
+    UNet blocks at the last step. `size`: the image side in pixels (None: the model's own).
     """
     L = lens_layers(pipe)
     chosen = list(range(L + 1)) if layers is None else sorted({int(i) for i in layers})
@@ -82,7 +83,7 @@ def lens(pipe, prompt: str, *, seed: int = 0, steps: int = 20, guidance: float =
         check_bundle_matches(bundle, pipe)
     out = []
     for i in chosen:
-        tr = trace(pipe, [prompt], seeds=seed, steps=steps, guidance=guidance, clip_layer=i)
+        tr = trace(pipe, [prompt], seeds=seed, steps=steps, guidance=guidance, clip_layer=i, height=size, width=size)
         decoded = None
         if bundle is not None:
             decoded = bundle.decode(tr.at_step(0), len(tr.timesteps) - 1, len(tr.timesteps))

@@ -25,6 +25,7 @@ from .io import atomic_write, new_folder
 from .ratings import check_template, fill_template
 
 MANIFEST = "manifest.json"
+DESCRIPTIVE = ("sdviz_version", "checkpoint_scheduler")  # recorded, never compared: they do not change the features
 
 
 @dataclass
@@ -80,7 +81,7 @@ def _check_manifest(cache: Path, manifest: dict) -> None:
         old = json.loads(path.read_text())
     except ValueError:
         return  # a damaged manifest is rewritten; shards are checked one by one
-    differs = [k for k in manifest if k != "sdviz_version" and old.get(k) != manifest[k]
+    differs = [k for k in manifest if k not in DESCRIPTIVE and old.get(k) != manifest[k]
                and not (k == "model" and same_model(old.get(k), manifest[k]))]  # "folder/" then, its absolute path now
     if differs:
         raise SdvizError(f"The feature cache {cache} was built with other settings ({', '.join(differs)}). "
@@ -154,10 +155,11 @@ def load_features(cache: Path) -> FeatureCache:
 
 
 def diffusion_encoder(pipe, *, template: str = DEFAULT_TEMPLATE, seeds=(0,), steps: int = 10,
-                      guidance: float = 7.5, layers=None):
+                      guidance: float = 7.5, layers=None, size: int | None = None):
     """An `encode` for `extract_features`: prompts from the template, features averaged over seeds.
 
-    Every word gets the same seed(s), so words differ only by their prompt, not their noise.
+    Every word gets the same seed(s), so words differ only by their prompt, not their noise. `size`: the image side
+    in pixels (None: the model's own); recorded in the settings only when given, so older caches still match.
     """
     from .run import trace
 
@@ -165,14 +167,16 @@ def diffusion_encoder(pipe, *, template: str = DEFAULT_TEMPLATE, seeds=(0,), ste
 
     def encode(words: list[str]):
         prompts = [fill_template(template, w) for w in words]
-        runs = [trace(pipe, prompts, seeds=s, steps=steps, guidance=guidance, layers=layers, decode=False) for s in seeds]
+        runs = [trace(pipe, prompts, seeds=s, steps=steps, guidance=guidance, layers=layers, decode=False,
+                      height=size, width=size) for s in seeds]
         features = {k: torch.stack([r.features[k] for r in runs]).mean(0) for k in runs[0].features}
         return features, runs[0].timesteps.tolist()
 
     info = pipe.sdviz
     settings = {"model": info.model_id, "kind": "diffusion", "revision": getattr(pipe, "_sdviz_revision", None),
-                "scheduler": type(pipe.scheduler).__name__, "steps": steps, "guidance": guidance,
-                "template": template, "seeds": list(seeds), "layers": layers}
+                "scheduler": type(pipe.scheduler).__name__, "checkpoint_scheduler": info.checkpoint_scheduler or None,
+                "steps": steps, "guidance": guidance,
+                "template": template, "seeds": list(seeds), "layers": layers} | ({"size": size} if size else {})
     return encode, settings
 
 

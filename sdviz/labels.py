@@ -73,3 +73,15 @@ def short(name: str) -> str:
 def at_step(name: str, k: int | None = None, steps: int | None = None) -> str:
     """'UNet middle block, step 4 of 19' (a legend entry); once-per-prompt representations have no step."""
     return label(name) if k is None or steps is None else f"{label(name)}, {step_text(k, steps)}"
+
+
+def scheduler_note(ran, own) -> str:
+    """One sentence on the scheduler: the one that ran and, where it differs, the checkpoint's own (docs/models.md).
+
+    sdviz runs DDIM by default (`--scheduler`): every choice it offers takes exactly the requested steps, so step k is
+    the k-th denoiser call; PNDM, SD 1.5's own, repeats one. Probes trained with one scheduler are read at its steps."""
+    if not ran:
+        return ""
+    if not own or own == ran:
+        return f"Scheduler: {ran}."
+    return f"Scheduler: {ran}, sdviz's default (step k is the k-th denoiser call); the checkpoint's own is {own}."

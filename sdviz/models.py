@@ -46,6 +46,7 @@ class ModelInfo:
     warning: str = ""  # shown by the CLI and as a banner in the app
     family: str = "sd1"  # key of the adapter in sdviz.families.FAMILIES
     random_weights: bool = False  # any built-in stand-in (tiny-* or full-*): labelled so wherever it shows
+    checkpoint_scheduler: str = ""  # the checkpoint's own scheduler class, replaced by `scheduler` (labels.scheduler_note)
 
     @property
     def slug(self) -> str:
@@ -108,10 +109,10 @@ def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, sc
         info = ModelInfo(model, True, device, "float32", scheduler, TINY_WARNING, family=TINY_MODELS[model][0], random_weights=True)
     elif model in FULL_MODELS:
         folder = ensure_full_standin(model)
-        pipe, family = _load_real(str(folder), torch_dtype, scheduler)
+        pipe, family, own = _load_real(str(folder), torch_dtype, scheduler)
         arch = {"full-sd15": "SD 1.5", "full-sd21": "SD 2.1", "full-sdxl": "SDXL base"}[model]
         info = ModelInfo(model, False, device, str(torch_dtype).removeprefix("torch."), scheduler,
-                         FULL_WARNING.format(arch=arch), family=family.key, random_weights=True)
+                         FULL_WARNING.format(arch=arch), family=family.key, random_weights=True, checkpoint_scheduler=own)
     elif model == "auto":
         try:
             return load_pipeline(DEFAULT_MODEL, device, dtype, scheduler)
@@ -123,9 +124,10 @@ def load_pipeline(model: str = "auto", device: str | None = None, dtype=None, sc
             pipe.sdviz.warning = f"{TINY_WARNING} ({DEFAULT_MODEL} could not be loaded: {err})"
             return pipe
     else:
-        pipe, family = _load_real(model, torch_dtype, scheduler)
+        pipe, family, own = _load_real(model, torch_dtype, scheduler)
         # the canonical id: the same folder however it was written is one model for bundles, caches and recorded runs
-        info = ModelInfo(canonical_model_id(model), False, device, str(torch_dtype).removeprefix("torch."), scheduler, family=family.key)
+        info = ModelInfo(canonical_model_id(model), False, device, str(torch_dtype).removeprefix("torch."), scheduler,
+                         family=family.key, checkpoint_scheduler=own)
 
     pipe = pipe.to(device)  # dtype was set at load time (from_pretrained's dtype; tiny is float32)
     pipe.set_progress_bar_config(disable=True)
@@ -160,7 +162,8 @@ def _load_error(model: str, err: Exception) -> SdvizError:
 
 
 def _load_real(model: str, torch_dtype: torch.dtype, scheduler: str):
-    """(pipeline, family): the family is read from model_index.json before any weights are loaded."""
+    """(pipeline, family, the checkpoint's own scheduler class): the family is read from model_index.json before any
+    weights are loaded; the scheduler is replaced by `scheduler` (DDIM by default, see labels.scheduler_note)."""
     from diffusers import AutoPipelineForText2Image
 
     local = os.path.isdir(model)
@@ -193,8 +196,9 @@ def _load_real(model: str, torch_dtype: torch.dtype, scheduler: str):
     if type(pipe).__name__ not in family.pipeline_classes:
         raise SdvizError(f"sdviz supports {SUPPORTED} checkpoints; '{model}' loaded as a {type(pipe).__name__}, "
                          "so pick a text-to-image checkpoint of those families.")
+    own = type(pipe.scheduler).__name__
     pipe.scheduler = _scheduler_classes()[scheduler].from_config(pipe.scheduler.config)
-    return pipe, family
+    return pipe, family, own
 
 
 def _safety_kwargs(family, index: dict, torch_dtype) -> dict:

@@ -13,6 +13,7 @@ from . import __version__
 from .config import is_random_weight_model
 from .errors import SdvizError
 from .hub import is_hub_id, parse_hub_id, pull_folder, push_folder
+from .labels import scheduler_note
 
 CODE_LICENSE = "apache-2.0"
 BINDER_CITATION = """@article{binder2016toward,
@@ -50,7 +51,7 @@ def bundle_card(bundle, repo_id: str | None = None) -> str:
                "n_words": report.get("n_words"), "n_attributes": len(dataset.get("attributes", [])),
                "steps": meta.get("steps"), "representations": meta.get("representations")},
     )
-    run = {k: meta.get(k) for k in ("kind", "steps", "scheduler", "guidance", "template", "seeds")}
+    run = {k: meta.get(k) for k in ("kind", "steps", "scheduler", "checkpoint_scheduler", "guidance", "template", "seeds")}
     rows = []
     for row in summary_rows(report):
         ci = row.get("mean_r_ci") or [float("nan")] * 2
@@ -76,6 +77,7 @@ def bundle_card(bundle, repo_id: str | None = None) -> str:
         "```bibtex", BINDER_CITATION, "```", "",
         "## Settings", "",
         *(f"- {k}: `{v}`" for k, v in (run | settings).items() if v is not None and k != "alphas"),
+        *(["", note] if (note := scheduler_note(meta.get("scheduler"), meta.get("checkpoint_scheduler"))) else []),
         "",
         "## Summary (cross-validated, from report.json)", "",
         "Per representation, its best denoising step (k = 0 is pure noise) by mean r. r: Pearson correlation of held-out "

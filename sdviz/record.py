@@ -54,10 +54,11 @@ def default_dir(slug: str) -> Path:
 
 
 # -- recording ----------------------------------------------------------------------------------
-def run_id(prompt: str, seed: int, steps: int, guidance: float, model: str, scheduler: str) -> str:
-    """Readable and unique per settings: the prompt's words, then a hash of everything that changes the run."""
+def run_id(prompt: str, seed: int, steps: int, guidance: float, model: str, scheduler: str, size: int | None = None) -> str:
+    """Readable and unique per settings: the prompt's words, then a hash of everything that changes the run
+    (an image side other than the model's own included; without one, the ids earlier versions gave)."""
     words = "-".join(re.findall(r"[a-z0-9]+", prompt.lower()))[:40].strip("-") or "run"
-    key = json.dumps([prompt, seed, steps, float(guidance), model, scheduler])
+    key = json.dumps([prompt, seed, steps, float(guidance), model, scheduler] + ([size] if size else []))
     return f"{words}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
@@ -106,25 +107,25 @@ def _write_decoded(folder: Path, bundle, info: dict, records) -> dict:
     return info
 
 
-def _record_one(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundle, bundle_info, bar) -> dict:
+def _record_one(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundle, bundle_info, bar, size=None) -> dict:
     """Run one prompt through run.stream and write its files; run.json last. A run that fails part-way (a full disk,
     an interruption) leaves no folder behind: it is recorded again from the start on the next call."""
     try:
-        return _write_run(pipe, folder, prompt, seed=seed, steps=steps, guidance=guidance, bundle=bundle,
-                          bundle_info=bundle_info, bar=bar)
+        return _stream_run(pipe, folder, prompt, seed=seed, steps=steps, guidance=guidance, bundle=bundle,
+                           bundle_info=bundle_info, bar=bar, size=size)
     except BaseException:
         if not (folder / "run.json").exists():
             shutil.rmtree(folder, ignore_errors=True)
         raise
 
 
-def _write_run(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundle, bundle_info, bar) -> dict:
+def _stream_run(pipe, folder: Path, prompt: str, *, seed, steps, guidance, bundle, bundle_info, bar, size=None) -> dict:
     try:
         (folder / "previews").mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise write_error(folder, err) from None
     records = []
-    for record in stream(pipe, prompt, seed=seed, steps=steps, guidance=guidance):
+    for record in stream(pipe, prompt, seed=seed, steps=steps, guidance=guidance, height=size, width=size):
         _write_png(folder / "previews" / f"{record.step:03d}.png", record.preview)
         records.append(record)
         if bar is not None:
@@ -179,15 +180,17 @@ def save_run(pipe, records: list, root: str | Path, *, prompt: str, seed: int, s
 
 
 def record_runs(pipe, prompts: list[str], out: str | Path, *, seed: int = 0, steps: int = 20, guidance: float = 7.5,
-                bundle=None, progress: bool = True) -> Path:
+                bundle=None, progress: bool = True, size: int | None = None) -> Path:
     """Record one complete run per prompt into the folder `out` and list them in out/index.json.
 
     Each file is written atomically and run.json last, so an interrupted call leaves only whole files;
     rerunning resumes: finished runs are skipped (re-decoded from disk, without the model, when the
-    bundle changed). `bundle` is a probe bundle (or its folder) for `pipe`'s model, or None.
+    bundle changed). `bundle` is a probe bundle (or its folder) for `pipe`'s model, or None. `size`: the image
+    side in pixels (default: the model's own).
     """
     prompts = list(dict.fromkeys(p.strip() if isinstance(p, str) else p for p in prompts))  # once each, in order
-    prompts, seed, steps, guidance, _, _ = check_run_args(prompts, seed, steps, guidance)
+    prompts, seed, steps, guidance, size, _ = check_run_args(prompts, seed, steps, guidance, size, size,
+                                                             scale=pipe.vae_scale_factor)
     if bundle is not None and not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     if bundle is not None:
@@ -195,14 +198,14 @@ def record_runs(pipe, prompts: list[str], out: str | Path, *, seed: int = 0, ste
     bundle_info = _bundle_info(bundle) if bundle is not None else None
     out = Path(out)
     with new_folder(out):  # a first run that fails (a full disk) leaves no empty recordings folder
-        return _record_into(pipe, prompts, out, seed, steps, guidance, bundle, bundle_info, progress)
+        return _record_into(pipe, prompts, out, seed, steps, guidance, bundle, bundle_info, progress, size)
 
 
-def _record_into(pipe, prompts, out: Path, seed, steps, guidance, bundle, bundle_info, progress) -> Path:
+def _record_into(pipe, prompts, out: Path, seed, steps, guidance, bundle, bundle_info, progress, size=None) -> Path:
     done = _finished_runs(out)
     todo = []
     for prompt in prompts:
-        rid = run_id(prompt, seed, steps, guidance, _model(pipe)[0], type(pipe.scheduler).__name__)
+        rid = run_id(prompt, seed, steps, guidance, _model(pipe)[0], type(pipe.scheduler).__name__, size)
         if rid not in done:
             todo.append((prompt, rid))
         elif bundle is not None and (done[rid].meta.get("bundle") or {}).get("sha256") != bundle_info["sha256"]:
@@ -220,7 +223,7 @@ def _record_into(pipe, prompts, out: Path, seed, steps, guidance, bundle, bundle
     try:
         for prompt, rid in todo:
             metas[rid] = _record_one(pipe, out / rid, prompt, seed=seed, steps=steps, guidance=guidance, bundle=bundle,
-                                     bundle_info=bundle_info, bar=bar)
+                                     bundle_info=bundle_info, bar=bar, size=size)
             _write_index(out, metas)  # after every run: an interrupted call keeps what it finished
     finally:
         if bar is not None:

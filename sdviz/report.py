@@ -17,7 +17,7 @@ from .analysis import pearson
 from .bundle import _Defect, load_bundle, validate_steer_eval
 from .config import is_random_weight_model
 from .io import atomic_write
-from .labels import label, short, step_text
+from .labels import label, scheduler_note, short, step_text
 from .plots import (
     corr_heatmap,
     decoding_curve,
@@ -491,7 +491,7 @@ td.name,th:first-child{{text-align:left}}td:not(.name){{white-space:nowrap}}code
 <body><h1>sdviz report: {html.escape(str(report['model']))}</h1>{warning}{auto}
 {findings_html(report)}
 <p>{report['n_words']} words of {html.escape(report['dataset'])}, {len(report['attributes'])} human-rated attributes,
-{steps} denoising steps (step 0 = pure noise, step {steps - 1} = the finished image). Chance levels are given next to every
+{steps} denoising steps (step 0 = pure noise, step {steps - 1} = the finished image). {html.escape(scheduler_note(meta.get('scheduler'), meta.get('checkpoint_scheduler')), quote=False)} Chance levels are given next to every
 number: r 0, 2v2 0.5, attribute disambiguation 0.5 (where the report holds them, the mean ± sd of the same number with the
 ratings shuffled).</p>
 <h2>Summary: each representation at its best step</h2>{summary_table_html(report)}

@@ -185,6 +185,7 @@ def run_meta(pipe, *, steps, guidance, seeds, height, width, template=None, nega
         "model": info.model_id if info else getattr(pipe, "name_or_path", "unknown"),
         "is_tiny": bool(info and info.is_tiny),
         "scheduler": type(pipe.scheduler).__name__,
+        "checkpoint_scheduler": getattr(info, "checkpoint_scheduler", "") or None,
         "steps": steps,
         "guidance": guidance,
         "seeds": list(seeds),

@@ -155,14 +155,15 @@ def _check_count(steps, what: str = "steps") -> int:
 
 
 def steer(pipe, bundle: Bundle, prompt: str, *, attribute: str, strength: float, where: str = COND, at_steps=None,
-          seed: int = 0, steps: int = 20, guidance: float = 7.5, num_steps: int | None = None) -> SteerResult:
+          seed: int = 0, steps: int = 20, guidance: float = 7.5, num_steps: int | None = None,
+          size: int | None = None) -> SteerResult:
     """Generate `prompt` twice with the same seed, the second time shifted along `attribute`'s probe direction by
     `strength` (rating units) at `where` (`clip.cond` or a block; "clip" is a deprecated alias of `clip.cond`), and
     decode both at the last step. strength 0 reproduces the original image bit for bit.
 
     steps: the number of denoising steps, as everywhere in sdviz. at_steps: the step indices k (0 = pure noise) at
     which to steer a block (default: every step). Deprecated for one release: `num_steps=` (now `steps=`), and a list
-    passed as `steps=` (now `at_steps=`), which is what `steps` meant before."""
+    passed as `steps=` (now `at_steps=`), which is what `steps` meant before. size: the image side in pixels (None: the model's own)."""
     if not isinstance(steps, int) or isinstance(steps, bool):
         if isinstance(steps, (list, tuple, range, set)) and at_steps is None:  # the old meaning of `steps`
             warnings.warn("steer(steps=[...]) is deprecated: step indices are at_steps=[...]; steps= is now the number "
@@ -183,7 +184,7 @@ def steer(pipe, bundle: Bundle, prompt: str, *, attribute: str, strength: float,
         raise SdvizError(f"Steps to steer must lie in 0..{steps - 1} (step 0 is pure noise) for a "
                          f"{steps}-step run; got at_steps={at_steps!r}.")
     edit = steer_edit(bundle, where, probe, attribute, strength, steered_steps, steps)
-    common = dict(seeds=seed, steps=steps, guidance=guidance)
+    common = dict(seeds=seed, steps=steps, guidance=guidance, height=size, width=size)
     original = trace(pipe, [prompt], **common)
     steered = trace(pipe, [prompt], edits={where: edit}, **common)
     before, after = _decode_last_step(bundle, original), _decode_last_step(bundle, steered)

@@ -228,3 +228,25 @@ def test_stream_previews_use_the_familys_latent_colours(pipe):
          callback_on_step_end=lambda p, i, t, kw: latents.update({i: kw["latents"]}) or {})
     expected = latent_preview(latents[1][0], pipe.vae_scale_factor, family.latent_rgb)
     assert np.array_equal(np.asarray(records[-1].preview), np.asarray(expected))
+
+
+def test_latents_keep_the_models_width_at_any_image_size_and_the_native_projection_is_unchanged(tiny_pipe):
+    """Issue 16: SD 1.5's own latents (4x64x64 = 16,384 values) are projected to 1,024 by the seed-0 Gaussian matrix
+    as before; a run at another size (256 px: 4,096 values) is projected to the same width instead of giving a
+    feature the bundle and the app do not expect. The tiny model at 256 px likewise keeps its width (1,024)."""
+    from sdviz.capture import reduce_latents
+
+    x = torch.randn(2, 4, 64, 64, generator=torch.Generator().manual_seed(1))
+    proj = torch.randn(16384, 1024, generator=torch.Generator().manual_seed(0)) / 1024**0.5
+    assert torch.equal(reduce_latents(x), x.reshape(2, -1) @ proj)  # without a width: the documented rule
+    assert torch.equal(reduce_latents(x, 1024), reduce_latents(x))
+    small = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(reduce_latents(small), small.reshape(2, -1))  # 4,096 values: kept whole without a width
+    projected = reduce_latents(small, 1024)
+    assert projected.shape == (2, 1024) and torch.equal(projected, reduce_latents(small.clone(), 1024))  # seeded
+    # distances survive the projection roughly (Johnson-Lindenstrauss): within 15 % for this pair
+    ratio = (projected[0] - projected[1]).norm() / (small[0] - small[1]).norm()
+    assert 0.85 < float(ratio) < 1.15
+
+    big = trace(tiny_pipe, PROMPTS[0], steps=2, height=256, width=256, decode=False)
+    assert big.features["latents"].shape == (1, 2, representation_dims(tiny_pipe)["latents"]) == (1, 2, 1024)

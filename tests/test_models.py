@@ -261,3 +261,34 @@ def test_one_folder_written_four_ways_is_one_model_for_bundles_caches_and_old_bu
     _check_manifest(cache, {"model": absolute, "steps": 3})  # the same features: reused, not refused
     with pytest.raises(SdvizError, match="other settings \\(model\\)"):
         _check_manifest(cache, {"model": str(saved_checkpoints / "tiny-sd2"), "steps": 3})
+
+
+def test_the_scheduler_that_ran_and_the_checkpoints_own_are_said_in_the_run_report_card_and_app(tmp_path, tiny_bundle):
+    """Issue 16: load_pipeline runs DDIM (sdviz's measured default) instead of the checkpoint's own scheduler and says so:
+    ModelInfo, every run's metadata, the bundle's meta (through the report and model card) and the app's status line."""
+    from diffusers import PNDMScheduler
+
+    from sdviz.bundle import load_bundle
+    from sdviz.labels import scheduler_note
+    from sdviz.models import build_tiny_pipeline
+    from sdviz.publish import bundle_card
+    from sdviz.report import report_html
+    from sdviz.run import run_meta
+
+    tiny = build_tiny_pipeline()
+    tiny.scheduler = PNDMScheduler.from_config(tiny.scheduler.config)  # what SD 1.5's model_index.json names
+    tiny.save_pretrained(tmp_path / "pndm")
+    pipe = load_pipeline(str(tmp_path / "pndm"), device="cpu")
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler" and pipe.sdviz.checkpoint_scheduler == "PNDMScheduler"
+    meta = run_meta(pipe, steps=2, guidance=7.5, seeds=[0], height=None, width=None)
+    assert (meta["scheduler"], meta["checkpoint_scheduler"]) == ("DDIMScheduler", "PNDMScheduler")
+    assert load_pipeline(str(tmp_path / "pndm"), device="cpu", scheduler="euler").sdviz.checkpoint_scheduler == "PNDMScheduler"
+
+    note = scheduler_note("DDIMScheduler", "PNDMScheduler")
+    assert note == ("Scheduler: DDIMScheduler, sdviz's default (step k is the k-th denoiser call); "
+                    "the checkpoint's own is PNDMScheduler.")
+    assert scheduler_note("DDIMScheduler", "DDIMScheduler") == scheduler_note("DDIMScheduler", "") == "Scheduler: DDIMScheduler."
+    bundle = load_bundle(tiny_bundle)
+    bundle.meta["checkpoint_scheduler"] = "PNDMScheduler"
+    assert note in report_html(bundle.report, bundle.meta) and note in bundle_card(bundle, "me/probes")
+    assert "- checkpoint_scheduler: `PNDMScheduler`" in bundle_card(bundle, "me/probes")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from ..config import MAX_SIDE, MIN_SIDE
+from ..errors import SdvizError
 from .explore import LENS_LAYERS_SHOWN, ExploreHandlers, compare_seconds, lens_seconds, steer_seconds
 from .generate import GenerateHandlers, gpu, gpu_seconds
 from .layout import PageHandlers, build_page
@@ -43,11 +45,14 @@ class App(AppState, PageHandlers, GenerateHandlers, ReplayHandlers, MapsHandlers
 
 
 def create_app(model: str = "auto", device: str | None = None, bundle: str | None = None, ratings: str | None = None,
-               build_cache: str | None = None, recordings: str | None = None) -> gr.Blocks:
+               build_cache: str | None = None, recordings: str | None = None, size: int | None = None) -> gr.Blocks:
     """The Blocks app, its App as `demo.sdviz`. Nothing is loaded here: `launch` starts the model loading (and the
     recorded runs: a folder or Hub dataset id, default env SDVIZ_RECORDINGS, then recordings/<model-slug>) after
-    the page is served."""
-    app = App(model, device, bundle, ratings, build_cache, recordings)
+    the page is served. `size`: the side in pixels of every image the app makes (default: the model's own; a full-size
+    model on a CPU answers four times sooner at 256 than at 512)."""
+    if size is not None and not (MIN_SIDE <= size <= MAX_SIDE and size % 8 == 0):
+        raise SdvizError(f"--size {size} is not an image side sdviz can run: use a multiple of 8 from {MIN_SIDE} to {MAX_SIDE}.")
+    app = App(model, device, bundle, ratings, build_cache, recordings, size=size)
     demo = build_page(app)
     demo.sdviz = app
     return demo

@@ -76,7 +76,7 @@ class ExploreHandlers:
         from ..steering import steer
 
         return steer(self.pipe, self.bundle, prompt, attribute=attribute, strength=float(strength), where=where,
-                     steps=steps, seed=seed)
+                     steps=steps, seed=seed, size=self.size)
 
     @errors_as_gr
     def run_steer(self, prompt, attribute, strength, where, steps, seed):
@@ -102,7 +102,7 @@ class ExploreHandlers:
     def compare_on_gpu(self, prompt_a, prompt_b, seed, steps):
         from ..compare import compare
 
-        return compare(self.pipe, prompt_a, prompt_b, seed=seed, steps=steps, bundle=self.bundle)
+        return compare(self.pipe, prompt_a, prompt_b, seed=seed, steps=steps, bundle=self.bundle, size=self.size)
 
     def compare_bars(self, result):
         from ..plots import attribute_bars
@@ -185,7 +185,7 @@ class ExploreHandlers:
 
         L = lens_layers(self.pipe)
         layers = sorted({round(i * L / (LENS_LAYERS_SHOWN - 1)) for i in range(LENS_LAYERS_SHOWN)}) if L + 1 > LENS_LAYERS_SHOWN else None
-        return lens(self.pipe, prompt, seed=seed, steps=steps, layers=layers, bundle=self.bundle)
+        return lens(self.pipe, prompt, seed=seed, steps=steps, layers=layers, bundle=self.bundle, size=self.size)
 
     @errors_as_gr
     def run_lens(self, prompt, seed, steps):

@@ -222,7 +222,7 @@ class GenerateHandlers:
         it runs in a worker with a GPU (`App.__post_init__` decorates it, `gpu_seconds` reserves the time)."""
         from ..run import stream
 
-        yield from stream(self.pipe, prompt, seed=seed, steps=steps, guidance=guidance)
+        yield from stream(self.pipe, prompt, seed=seed, steps=steps, guidance=guidance, height=self.size, width=self.size)
 
     def _trained_step(self, k: int, steps: int) -> str:
         bundle = self.bundle

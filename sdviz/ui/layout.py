@@ -16,7 +16,7 @@ import gradio as gr
 
 from ..config import MAX_SEED
 from ..hub import on_space
-from ..labels import label_with_id
+from ..labels import label_with_id, scheduler_note
 from . import explore
 from . import generate as g
 from . import maps as m
@@ -131,7 +131,8 @@ class PageHandlers:
         elif self.phase != "ready":
             status, run = "⏳ **Loading the model…** Run turns on when it is ready.", gr.update(value="Loading model…", interactive=False)
         else:
-            status, run = "", gr.update(value="Run", interactive=True)
+            info = self.pipe.sdviz  # which scheduler runs, and the checkpoint's own where sdviz replaced it
+            status, run = scheduler_note(type(self.pipe.scheduler).__name__, info.checkpoint_scheduler), gr.update(value="Run", interactive=True)
         if self.build_error:
             status += " The automatic build failed: " + ("the server log says why." if on_space() else st.md(self.build_error))
         elif self.ready and self.bundle is None and not self.building:

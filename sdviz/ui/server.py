@@ -18,13 +18,15 @@ def main(argv=None) -> None:
     parser.add_argument("--recordings", default=os.environ.get("SDVIZ_RECORDINGS"),
                         help="recorded runs shown as examples: a folder or Hub dataset id from `python -m sdviz record` "
                              "(default: recordings/<model-slug> when it exists)")
+    parser.add_argument("--size", type=int, default=int(os.environ["SDVIZ_SIZE"]) if os.environ.get("SDVIZ_SIZE") else None,
+                        help="image side in pixels of every run (default: the model's own, e.g. 512 for SD 1.5)")
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public share link (off by default)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .app import create_app
 
     try:
-        demo = create_app(args.model, args.device, args.bundle, args.ratings, recordings=args.recordings)
+        demo = create_app(args.model, args.device, args.bundle, args.ratings, recordings=args.recordings, size=args.size)
     except SdvizError as err:
         raise SystemExit(f"error: {err}") from None
     launch(demo, share=args.share)

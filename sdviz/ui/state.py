@@ -95,6 +95,7 @@ class AppState:
     ratings_path: str | None
     build_cache: str | None = None  # feature cache of the automatic build (default: io.feature_cache_dir)
     recordings_spec: str | None = None  # recorded runs: a folder or Hub dataset id (default: env SDVIZ_RECORDINGS)
+    size: int | None = None  # side in pixels of every image the app makes (None: the model's own, 512 for SD 1.5)
     phase: str = "waiting"  # waiting -> loading -> ready | failed
     error: str = ""
     pipe: object = None
