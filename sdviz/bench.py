@@ -8,6 +8,9 @@
     python -m sdviz.bench coverage  [--ratings CSV] [--seeds 400]
     python -m sdviz.bench scale     [--model full-sd15] [--size 256] [--words 8,16,24] [--steps 2,3] [--out DIR]
     python -m sdviz.bench gpu       --out DIR [--device cuda|cpu] [--quick]
+
+(Over 450 lines: benchmark scripts, never imported by the library; each subcommand is one function beside the
+shared helpers that start an app and time it. The real-size ones live in benchscale.)
 """
 
 import argparse

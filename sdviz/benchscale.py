@@ -10,7 +10,8 @@ stage grows (log-log slopes over words, steps and feature width) and projects a 
 (434 nouns x 50 steps x 100 permutations) on this machine's CPU and on one GPU. `gpu` is one script with the
 settings of a device check (SD 1.5 at 512 px in float16, 25 steps); `--device cpu --quick` runs it small, as the
 test suite does. Both print tables, write JSON to --out after every section (a run cut short keeps what it
-measured) and report progress on stderr. What is measured how: docs/performance.md.
+measured) and report progress on stderr. What is measured how: docs/performance.md. (Over 450 lines: a benchmark
+script, never imported by the library; its sections share the timing, memory and projection helpers kept here.)
 """
 
 import json

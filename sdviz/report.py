@@ -1,7 +1,8 @@
 """The report: its figures in reading order with numbers, titles, captions and one-line takeaways computed from the
 report's numbers (never written by hand), the summary table, the steering section, and the self-contained
 report.html (`write_report`). The app's Report tab shows the same items (`report_items(..., for_app=True)`).
-Figures come from `plots`; the report's numbers are read through `results`.
+Figures come from `plots`; the report's numbers are read through `results`. (Over 450 lines: the HTML page and the
+app's tab are one list of items in one reading order, so a new section is one change in one file.)
 """
 
 import html
