@@ -236,11 +236,12 @@ def test_report_tab_handlers_show_findings_first_escaped_and_the_panel_or_one_re
     assert len(captions) == len(report_items(app.bundle.report)) == 10 and "beyond CLIP" in captions[1]
     choice, note, partition_fig, matrix_note, matrix_fig, human_fig = out[-THESIS_SLOTS:]
     assert choice["value"] == app.unet_names[0] and len(choice["choices"]) == len(results.partition(app.bundle.report)["blocks"])
-    assert partition_fig["visible"] and matrix_fig["visible"] and len(matrix_fig["value"].frames) == app.bundle.report["steps"]
-    assert human_fig["visible"] and np.allclose(human_fig["value"].data[0].z, app.bundle.report["human_corr"])
+    plotted = lambda update: json.loads(update["value"].plot)  # noqa: E731 - made and serialised once for every visitor
+    assert partition_fig["visible"] and matrix_fig["visible"] and len(plotted(matrix_fig)["frames"]) == app.bundle.report["steps"]
+    assert human_fig["visible"] and np.allclose(plotted(human_fig)["data"][0]["z"], app.bundle.report["human_corr"])
     assert HEADINGS["entanglement"] in matrix_note["value"]
     other = app.render_thesis("unet.up0")
-    assert other[0]["value"] == "unet.up0" and "UNet up 1" in other[2]["value"].layout.title.text
+    assert other[0]["value"] == "unet.up0" and "UNet up 1" in plotted(other[2])["layout"]["title"]["text"]
     # a bundle built before the keys: one line, no error, no panel
     old = _app_with(old_bundle).render_report()
     assert f"*{REBUILD}*" in old[0] and not any(u.get("visible") for u in old[-THESIS_SLOTS:][::2])

@@ -108,8 +108,17 @@ class ReportHandlers:
         return sorted(names, key=lambda n: (n != best, n))
 
     def render_thesis(self, name: str | None) -> list:
-        """The panel for one representation: [choice, note, what it adds beyond CLIP, its matrix over the steps]."""
+        """The panel for one representation: [choice, note, what it adds beyond CLIP, its matrix over the steps].
+        The same for every visitor: made and serialised once per bundle and representation (`AppState.once`)."""
+        if self.bundle is None:
+            return self._thesis_panel(name)
+        return self.once(("thesis", name), lambda: self._thesis_panel(name, serialise=True), keep=16)
+
+    def _thesis_panel(self, name: str | None, serialise: bool = False) -> list:
         from ..plots import matrix_animation, partition_curve
+        from .figures import sent
+
+        show = sent if serialise else (lambda fig: fig)
         from ..report import HEADINGS, REBUILD
         from ..results import entanglement, partition
 
@@ -127,7 +136,7 @@ class ReportHandlers:
                  "beside the human ratings."]
         partition_fig = hidden
         if part and name in part["blocks"]:
-            partition_fig = gr.update(value=partition_curve(part, name, title=f"What {short(name)} adds beyond CLIP"),
+            partition_fig = gr.update(value=show(partition_curve(part, name, title=f"What {short(name)} adds beyond CLIP")),
                                       visible=True)
         else:
             lines.append(f"*{md(label(name))} has no partition in this bundle.*")
@@ -135,11 +144,11 @@ class ReportHandlers:
         rep = (ent or {"reps": {}})["reps"].get(name)
         if rep and rep.get("matrices"):
             mats, total, groups = rep["matrices"], len(rep["rsa"]), report.get("groups")
-            matrix_fig = gr.update(visible=True, value=matrix_animation(
+            matrix_fig = gr.update(visible=True, value=show(matrix_animation(
                 mats, report["attributes"], lambda k: step_text(k, total), groups=groups, name=short(name),
-                steps=rep.get("matrix_steps")))  # evenly spaced steps in a long run
-            human_fig = gr.update(visible=True, value=matrix_animation([report["human_corr"]], report["attributes"],
-                                                                       groups=groups, name="human ratings"))
+                steps=rep.get("matrix_steps"))))  # evenly spaced steps in a long run
+            human_fig = gr.update(visible=True, value=show(matrix_animation([report["human_corr"]], report["attributes"],
+                                                                            groups=groups, name="human ratings")))
             matrix_note = gr.update(visible=True, value=(
                 f"**{HEADINGS['entanglement']}** Left (above on a phone): how the attributes decoded from {md(label(name))} "
                 "go together at each step (red = rise together, blue = opposite; press ▶ Play or drag the slider); right: "

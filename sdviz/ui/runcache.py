@@ -46,6 +46,14 @@ class RunCache:
             self._runs.move_to_end(key)
             return self._runs[key][0]
 
+    def clear(self) -> None:
+        """Forget every kept run and remove their folder (the server is closing)."""
+        with self._lock:
+            folder, self._folder = self._folder, None
+            self._runs.clear()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def put(self, key, pipe, records: list, *, prompt: str, seed: int, steps: int, guidance: float):
         """Keep a finished run (all its StepRecords); returns its RecordedRun. A run larger than the whole budget
         is not kept."""

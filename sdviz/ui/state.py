@@ -135,11 +135,12 @@ class AppState:
             return self.downloads
 
     def remove_downloads(self) -> None:
-        """Remove the download folder and everything in it (the server is closing)."""
+        """Remove the download folder and the kept live runs, with everything in them (the server is closing)."""
         with self._lock:
             folder, self.downloads = self.downloads, None
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+        self.live_runs.clear()
 
     # -- start-up ---------------------------------------------------------------------------------
     def start(self) -> None:
