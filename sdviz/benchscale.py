@@ -503,7 +503,7 @@ def measure(args, *, words_sizes: list[int], steps_sizes: list[int], out_name: s
         data["machine"] = machine(pipe)
         data["size"] = args.size or int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
         device = str(pipe.device)
-        folds = min(PAPER["folds"], min(words_sizes))
+        folds = max(2, min(PAPER["folds"], min(words_sizes) // 2))  # build needs two held-out words per fold
         csvs = {n: word_subset(args.ratings, n, work) for n in sorted(set(words_sizes))}
         grid = sorted({(w, min(steps_sizes)) for w in words_sizes} | {(min(words_sizes), s) for s in steps_sizes})
         save()
