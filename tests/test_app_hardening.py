@@ -155,7 +155,8 @@ def test_the_separation_curve_highlights_the_chosen_block(served):
     app = served.app
     for block in app.map_names():
         *_, sep, _ = app.render_maps(block, [])
-        coloured = {t.name for t in sep["value"].data if t.line is not None and t.line.width == 3}
+        traces = json.loads(sep["value"].plot)["data"]  # before a run the figure is made and serialised once
+        coloured = {t.get("name") for t in traces if (t.get("line") or {}).get("width") == 3}
         unet = {n for n in coloured if n and n.startswith(("down", "mid", "up", "UNet"))}
         assert short(block) in coloured, (block, coloured)
         others = {short(b) for b in app.map_names() if b != block}

@@ -206,6 +206,9 @@ def test_every_field_of_a_bundle_broken_in_turn_is_refused_or_harmless(tiny_bund
     # three representations stand for all (one per step, CLIP, the word-form floor): the same reading code, less time
     keep = ("unet.mid", "clip.mean", "baseline.wordform")
     report["representations"] = {n: r for n, r in report["representations"].items() if n in keep}
+    for key, part in (("partition", "blocks"), ("entanglement", "reps")):  # the thesis keys name representations too
+        if key in report:
+            report[key][part] = {n: v for n, v in report[key][part].items() if n in keep}
     validate_meta(meta)
     validate_report(report, meta)
     # figures are still built (where a bad field would break them); only plotly's HTML serialisation is skipped
