@@ -10,27 +10,18 @@ marker `</w>`, one token per merge in merge order, and the two special tokens la
 
 import json
 import re
+import sys
 from pathlib import Path
 from pydoc_data.topics import topics
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 OUT = Path(__file__).parent / "tiny-sd" / "tokenizer"
+sys.path.insert(0, str(Path(__file__).parent.parent))  # the byte table is the one the full-size tokenizer uses
+from sdviz.standins import bytes_to_unicode  # noqa: E402
+
 VOCAB_SIZE = 2048
 SPECIALS = ["<|startoftext|>", "<|endoftext|>"]
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character table."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars)))
 
 
 def corpus() -> list[str]:
