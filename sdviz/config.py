@@ -41,5 +41,6 @@ FULL_MODELS = {"full-sd15": ("sd1", "full-sd15"), "full-sd21": ("sd2", "full-sd2
 
 
 def is_random_weight_model(model) -> bool:
-    """A built-in stand-in (tiny or full-size): its images and numbers are labelled random weights wherever they show."""
-    return model in TINY_MODELS or model in FULL_MODELS
+    """A built-in stand-in (tiny or full-size) or a `--random-init` encoder: its images and numbers are labelled random
+    weights wherever they show (the one rule; `results.random_weights` reads a report's model through it)."""
+    return isinstance(model, str) and (model in TINY_MODELS or model in FULL_MODELS or model.startswith("random-init:"))

@@ -470,7 +470,7 @@ def report_html(report: dict, meta: dict, steer_eval: dict | None = None) -> str
     warning = ("<p class='warn'><b>Demo model with random weights:</b> these numbers show the machinery, not real semantics. "
                "Random networks still encode word form (length, shared sub-word tokens), so expect numbers near the "
                "<i>word length alone</i> row (<code>baseline.wordform</code>), not exactly zero; trained encoders sit far above it.</p>"
-               ) if is_random_weight_model(meta.get("model")) or random_weights(report) else ""
+               ) if random_weights(report) or is_random_weight_model(meta.get("model")) else ""
     auto = ("<p class='warn'>Built with reduced settings for the app's automatic first build: fewer shuffles "
             "than a full build, so the CIs and p-values are rougher.</p>") if s.get("automatic") else ""
     steps = report["steps"]

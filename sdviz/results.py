@@ -11,7 +11,7 @@ import numpy as np
 
 from .analysis import WORDFORM
 from .bundle import FINDING_IDS, VERDICTS  # noqa: F401  (the contract's constants, checked by bundle)
-from .config import TINY_MODELS
+from .config import is_random_weight_model
 
 MAIN_ONCE = ("clip.pooled", "clip.mean", "text.embedding")  # once-per-prompt representations always drawn as references
 
@@ -110,8 +110,7 @@ def findings(report: dict) -> list[dict] | None:
 def random_weights(report: dict) -> bool:
     """Whether the report's model has random weights (a built-in tiny stand-in or a `--random-init` encoder): its
     numbers show the machinery, never a finding, and every page says what chance and word form alone give."""
-    model = str(report.get("model", ""))
-    return model in TINY_MODELS or model.startswith("random-init:")
+    return is_random_weight_model(report.get("model"))
 
 
 def wordform_value(report: dict, metric: str, step: int | None = None) -> float | None:
